@@ -1,0 +1,189 @@
+//! Length-prefixed postcard frames. The length (u32, little-endian) is checked against the maximum
+//! before any allocation, so a hostile or garbage prefix can never make a reader allocate much.
+//! This module is the one place that names the codec.
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::io::{self, Read, Write};
+
+/// Largest frame any trackmill process accepts (results with embeddings are far smaller).
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("peer closed the channel")]
+    Closed,
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame truncated: {0}")]
+    Truncated(io::Error),
+    #[error("malformed frame: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("i/o error on channel: {0}")]
+    Io(io::Error),
+}
+
+impl FrameError {
+    /// True for errors that mean the peer spoke garbage (a protocol violation), not a closed pipe.
+    pub fn is_protocol(&self) -> bool {
+        matches!(
+            self,
+            FrameError::TooLarge { .. } | FrameError::Decode(_) | FrameError::Truncated(_)
+        )
+    }
+}
+
+/// Encodes `msg` as one frame (prefix + payload).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = postcard::to_extend(msg, vec![0u8; 4])?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(buf)
+}
+
+/// Checks a frame header and returns the payload length.
+pub fn payload_len(header: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes a payload (without its prefix).
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+    let buf = encode(msg)?;
+    w.write_all(&buf).map_err(FrameError::Io)?;
+    w.flush().map_err(FrameError::Io)
+}
+
+/// Reads one frame. A clean end of stream before a header is [`FrameError::Closed`].
+pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R, max: usize) -> Result<T, FrameError> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Err(FrameError::Closed),
+            Ok(0) => return Err(FrameError::Truncated(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    let len = payload_len(header, max)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::Truncated(e),
+        _ => FrameError::Io(e),
+    })?;
+    decode(&payload)
+}
+
+#[cfg(feature = "tokio")]
+mod async_io {
+    use super::*;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    pub async fn write_frame_async<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+    where
+        W: AsyncWrite + Unpin,
+        T: Serialize,
+    {
+        let buf = encode(msg)?;
+        w.write_all(&buf).await.map_err(FrameError::Io)?;
+        w.flush().await.map_err(FrameError::Io)
+    }
+
+    /// Async twin of [`read_frame`]. Cancel-safety: not cancel-safe; run it in its own task.
+    pub async fn read_frame_async<R, T>(r: &mut R, max: usize) -> Result<T, FrameError>
+    where
+        R: AsyncRead + Unpin,
+        T: DeserializeOwned,
+    {
+        let mut header = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match r.read(&mut header[got..]).await {
+                Ok(0) if got == 0 => return Err(FrameError::Closed),
+                Ok(0) => return Err(FrameError::Truncated(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        let len = payload_len(header, max)?;
+        let mut payload = vec![0u8; len];
+        r.read_exact(&mut payload)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => FrameError::Truncated(e),
+                _ => FrameError::Io(e),
+            })?;
+        decode(&payload)
+    }
+}
+
+#[cfg(feature = "tokio")]
+pub use async_io::{read_frame_async, write_frame_async};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{FromWorker, Hello, Role, ToWorker, PROTOCOL_VERSION};
+    use proptest::prelude::*;
+
+    #[test]
+    fn roundtrip() {
+        let msg = FromWorker::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            pid: 42,
+            role: Role::Worker,
+        });
+        let buf = encode(&msg).unwrap();
+        let back: FromWorker = read_frame(&mut &buf[..], MAX_FRAME).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn oversized_prefix_is_refused_before_allocating() {
+        let buf = u32::MAX.to_le_bytes();
+        let err = read_frame::<_, ToWorker>(&mut &buf[..], MAX_FRAME).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn empty_stream_is_closed() {
+        let err = read_frame::<_, ToWorker>(&mut &[][..], MAX_FRAME).unwrap_err();
+        assert!(matches!(err, FrameError::Closed));
+    }
+
+    proptest! {
+        #[test]
+        fn truncated_frames_error(cut in 0usize..64) {
+            let msg = FromWorker::Hello(Hello { protocol: PROTOCOL_VERSION, pid: 7, role: Role::Worker });
+            let buf = encode(&msg).unwrap();
+            let cut = cut.min(buf.len() - 1);
+            if cut > 0 {
+                let r = read_frame::<_, FromWorker>(&mut &buf[..cut], MAX_FRAME);
+                prop_assert!(r.is_err());
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics_nor_allocates_much(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            // A small max proves the length check runs before the allocation.
+            let _ = read_frame::<_, FromWorker>(&mut &bytes[..], 1024);
+            let _ = read_frame::<_, crate::protocol::ToDb>(&mut &bytes[..], 1024);
+            let _ = read_frame::<_, crate::protocol::FromDb>(&mut &bytes[..], 1024);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Request/response enums, one per direction and channel, and the protocol version that the first
+//! frame of every child process carries.
+
+use crate::{
+    Attempt, CleanText, ExitKind, Failure, FileKey, FileStats, Job, PathBytes, TrackAnalysis,
+};
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the messages below. A child that reports another version
+/// is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Which hidden subcommand a child runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Worker,
+    DbWriter,
+}
+
+/// First frame a child sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub pid: u32,
+    pub role: Role,
+}
+
+impl Hello {
+    pub fn new(role: Role) -> Self {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            role,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- supervisor ↔ worker
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    Job(Job),
+    /// Finish nothing more; exit 0.
+    Shutdown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Analysed(Box<TrackAnalysis>),
+    Failed(Failure),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    Hello(Hello),
+    Done {
+        job_id: u64,
+        outcome: Outcome,
+        stats: FileStats,
+    },
+}
+
+// ---------------------------------------------------------------- supervisor ↔ DB writer
+
+/// Terminal state of a file, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RecordOutcome {
+    Analysed(Box<TrackAnalysis>),
+    /// A classified failure that is final for this version of the file (e.g. corrupt).
+    Failed(Failure),
+    /// Poison: every attempt killed its worker or timed out; `Record::attempts` holds the causes.
+    Quarantined(Failure),
+}
+
+impl RecordOutcome {
+    pub fn status(&self) -> &'static str {
+        match self {
+            RecordOutcome::Analysed(_) => "analyzed",
+            RecordOutcome::Failed(_) => "failed",
+            RecordOutcome::Quarantined(_) => "quarantined",
+        }
+    }
+}
+
+/// One file's terminal result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub run_id: i64,
+    pub key: FileKey,
+    pub outcome: RecordOutcome,
+    pub stats: FileStats,
+    /// Every attempt that did not produce a result (empty for a first-time success).
+    pub attempts: Vec<Attempt>,
+}
+
+/// A worker death or other notable event, kept in the `events` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerEvent {
+    pub run_id: i64,
+    pub at_ms: i64,
+    pub worker_pid: u32,
+    pub exit: ExitKind,
+    pub path: Option<PathBytes>,
+    pub message: CleanText,
+    pub peak_rss_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Interrupted,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub files_seen: u64,
+    pub analyzed: u64,
+    pub failed: u64,
+    pub quarantined: u64,
+    pub skipped_unchanged: u64,
+}
+
+/// What the DB writer should consider "done" when answering a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckPolicy {
+    /// Re-analyse files stored as failed or quarantined.
+    pub retry_failed: bool,
+    pub analyzer_version: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToDb {
+    /// Opens a run; answered by `RunStarted`.
+    StartRun {
+        host: CleanText,
+        pid: u32,
+        roots: Vec<CleanText>,
+    },
+    /// "Already analysed?" for a batch; answered by `CheckResult` with one bool per file (true =
+    /// needs work).
+    Check {
+        query: u64,
+        policy: CheckPolicy,
+        files: Vec<FileKey>,
+    },
+    /// A terminal result; acknowledged after commit.
+    Store { seq: u64, record: Box<Record> },
+    /// A worker event; acknowledged after commit.
+    Event { seq: u64, event: WorkerEvent },
+    /// Commit everything pending now; answered by `Flushed`.
+    Flush { token: u64 },
+    /// Closes the run; answered by `RunEnded`.
+    EndRun {
+        run_id: i64,
+        status: RunStatus,
+        counts: RunCounts,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromDb {
+    Hello(Hello),
+    RunStarted {
+        run_id: i64,
+    },
+    CheckResult {
+        query: u64,
+        todo: Vec<bool>,
+    },
+    /// Sequence numbers of `Store` and `Event` messages now committed.
+    Acked {
+        seqs: Vec<u64>,
+    },
+    Flushed {
+        token: u64,
+    },
+    RunEnded {
+        run_id: i64,
+    },
+    /// The database could not be used; `retrying` says whether the writer keeps trying.
+    Error {
+        message: CleanText,
+        retrying: bool,
+    },
+}
