@@ -141,6 +141,17 @@ pub struct CheckPolicy {
     pub analyzer_version: u32,
 }
 
+/// The DB writer's answer for one file of a `Check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Needs analysis; now leased to this run.
+    Todo,
+    /// A stored row matches path, size, mtime and analyser version (or a failure that policy keeps).
+    Done,
+    /// Another live run holds a lease on it.
+    Busy,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToDb {
     /// Opens a run; answered by `RunStarted`.
