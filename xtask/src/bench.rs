@@ -1,0 +1,16 @@
+//! `cargo xtask bench [pipeline|analysis|db|all]`.
+use anyhow::{bail, Result};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    match what {
+        "analysis" => crate::bench_analysis::run(),
+        "db" => crate::bench_db::run(),
+        "pipeline" => bail!("pipeline benchmark not built yet"),
+        "all" => {
+            crate::bench_analysis::run()?;
+            crate::bench_db::run()
+        }
+        other => bail!("unknown benchmark {other:?} (pipeline, analysis, db, all)"),
+    }
+}
