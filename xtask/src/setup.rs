@@ -1,6 +1,6 @@
 //! `cargo xtask setup | scan | test | lint`: install what the project needs, then run it.
 
-use crate::util::{cargo, have, run};
+use crate::util::{cargo, have, run as exec};
 use anyhow::{bail, Result};
 use std::process::Command;
 
@@ -15,7 +15,11 @@ const TOOLS: &[(&str, &str)] = &[
 ];
 
 fn install_tools() -> Result<()> {
-    let missing: Vec<&str> = TOOLS.iter().filter(|(_, prog)| !have(prog)).map(|(pkg, _)| *pkg).collect();
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(_, prog)| !have(prog))
+        .map(|(pkg, _)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -27,7 +31,7 @@ fn install_tools() -> Result<()> {
         full.extend_from_slice(args);
         let mut c = Command::new(full[0]);
         c.args(&full[1..]).env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut c)
+        exec(&mut c)
     };
     apt(&["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
@@ -36,7 +40,10 @@ fn install_tools() -> Result<()> {
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 pub fn run_setup(gpu: bool) -> Result<()> {
@@ -53,17 +60,36 @@ pub fn scan(args: &[String]) -> Result<()> {
         bail!("usage: cargo xtask scan PATH... [trackmill scan options]");
     }
     run_setup(false)?;
-    run(cargo().args(["run", "--release", "-p", "trackmill", "--", "scan"]).args(args))
+    exec(
+        cargo()
+            .args(["run", "--release", "-p", "trackmill", "--", "scan"])
+            .args(args),
+    )
 }
 
 pub fn test(args: &[String]) -> Result<()> {
     run_setup(false)?;
-    run(cargo().args(["build", "-p", "trackmill"]))?;
-    run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(args))
+    exec(cargo().args(["build", "-p", "trackmill"]))?;
+    exec(
+        cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(args),
+    )
 }
 
 pub fn lint() -> Result<()> {
-    run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    run(cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"))
+    exec(cargo().args(["fmt", "--all", "--check"]))?;
+    exec(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    exec(
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )
 }

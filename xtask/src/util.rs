@@ -6,7 +6,10 @@ use std::process::Command;
 
 /// The workspace root (the parent of this crate's directory).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// `cargo`, as the one that runs xtask.
@@ -19,7 +22,9 @@ pub fn cargo() -> Command {
 /// Runs a command, failing with its description when it exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let desc = format!("{cmd:?}");
-    let st = cmd.status().with_context(|| format!("could not start {desc}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("could not start {desc}"))?;
     if !st.success() {
         bail!("{desc} failed: {st}");
     }
@@ -28,5 +33,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// True when `prog` is on PATH.
 pub fn have(prog: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {prog} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
 }
