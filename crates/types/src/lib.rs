@@ -9,6 +9,7 @@ pub mod clean;
 pub mod frame;
 pub mod job;
 pub mod path;
+pub mod procmem;
 pub mod protocol;
 
 pub use analysis::*;

@@ -160,12 +160,22 @@ pub enum ToDb {
         pid: u32,
         roots: Vec<CleanText>,
     },
-    /// "Already analysed?" for a batch; answered by `CheckResult` with one bool per file (true =
-    /// needs work).
+    /// Re-opens a run this supervisor already started, after the DB writer was restarted, so that
+    /// its leases stay its own; answered by `RunStarted` with the same id.
+    ResumeRun { run_id: i64 },
+    /// "Already analysed?" for a batch; answered by `CheckResult` with one [`Verdict`] per file.
+    /// `Todo` files are now leased to the current run.
     Check {
         query: u64,
         policy: CheckPolicy,
         files: Vec<FileKey>,
+    },
+    /// Takes over files whose lease expired (their run died) and that are not done; answered by
+    /// `Claimed`.
+    ClaimExpired {
+        query: u64,
+        policy: CheckPolicy,
+        limit: u32,
     },
     /// A terminal result; acknowledged after commit.
     Store { seq: u64, record: Box<Record> },
@@ -189,7 +199,13 @@ pub enum FromDb {
     },
     CheckResult {
         query: u64,
-        todo: Vec<bool>,
+        verdicts: Vec<Verdict>,
+    },
+    /// Files now leased to this run, and how many files other live runs still hold.
+    Claimed {
+        query: u64,
+        files: Vec<FileKey>,
+        still_leased: u64,
     },
     /// Sequence numbers of `Store` and `Event` messages now committed.
     Acked {

@@ -1,0 +1,15 @@
+//! Features of the mono analysis stream: the frame engine and its parts, and the fingerprint.
+
+mod chroma;
+mod extractor;
+mod fastmath;
+mod fingerprint;
+mod spectral;
+mod stats;
+mod tempo;
+
+pub use chroma::estimate_key;
+pub use extractor::{FrameAnalyzer, FrameSummary, BANDS, FFT_SIZE, HOP, SILENCE_DBFS};
+pub use fingerprint::{fingerprint, FINGERPRINT_DIMS, FINGERPRINT_MODEL};
+pub use stats::RunningStat;
+pub use tempo::{MAX_BPM, MIN_BPM};

@@ -1,0 +1,124 @@
+//! Per-frame spectral descriptors over a magnitude spectrum: centroid, rolloff, flatness, flux.
+
+use super::fastmath::fast_ln;
+
+/// Share of spectral power below the rolloff frequency.
+pub const ROLLOFF_SHARE: f64 = 0.85;
+
+/// Floor added to each power value in the flatness, so silent bins stay finite.
+const FLATNESS_EPS: f32 = 1e-12;
+
+/// Sum of `a`, in eight interleaved lanes (a fixed order, so deterministic, and vectorisable).
+#[inline]
+pub fn lane_sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (x, &v) in acc.iter_mut().zip(c) {
+            *x += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+/// Σ k · a[k], in eight interleaved lanes.
+#[inline]
+fn lane_weighted_sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let base = chunks.len() * 8;
+    let rest = chunks.remainder();
+    for (i, c) in chunks.enumerate() {
+        let k0 = (i * 8) as f32;
+        for (j, (x, &v)) in acc.iter_mut().zip(c).enumerate() {
+            *x += (k0 + j as f32) * v;
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (j, &v) in rest.iter().enumerate() {
+        s += (base + j) as f32 * v;
+    }
+    s
+}
+
+/// Magnitude-weighted mean frequency, Hz, of the magnitude spectrum `mag` (bin `k` at
+/// `k · bin_hz`).
+pub fn centroid(mag: &[f32], bin_hz: f64) -> f64 {
+    let den = lane_sum(mag);
+    if den > 0.0 {
+        f64::from(lane_weighted_sum(mag)) / f64::from(den) * bin_hz
+    } else {
+        0.0
+    }
+}
+
+/// Wiener entropy: geometric over arithmetic mean of the power spectrum (DC excluded), 0 for a
+/// pure tone, 1 for white noise. `scratch` is reused between calls.
+pub fn flatness(power: &[f32], scratch: &mut Vec<f32>) -> f64 {
+    let bins = power.get(1..).unwrap_or(&[]);
+    if bins.is_empty() {
+        return 0.0;
+    }
+    scratch.clear();
+    scratch.extend(bins.iter().map(|&p| fast_ln(p + FLATNESS_EPS)));
+    let n = bins.len() as f64;
+    let log_mean = f64::from(lane_sum(scratch)) / n;
+    let mean = (f64::from(lane_sum(bins)) + n * f64::from(FLATNESS_EPS)) / n;
+    (log_mean.exp() / mean).clamp(0.0, 1.0)
+}
+
+/// Frequency (Hz) below which [`ROLLOFF_SHARE`] of the power lies; `power_total` is the sum of
+/// `power`.
+pub fn rolloff(power: &[f32], power_total: f64, bin_hz: f64) -> f64 {
+    if power_total <= 0.0 {
+        return 0.0;
+    }
+    let target = ROLLOFF_SHARE * power_total;
+    let mut acc = 0.0f64;
+    for (k, &p) in power.iter().enumerate() {
+        acc += f64::from(p);
+        if acc >= target {
+            return k as f64 * bin_hz;
+        }
+    }
+    (power.len().saturating_sub(1)) as f64 * bin_hz
+}
+
+/// Euclidean norm of the positive part of the change between two unit-norm magnitude spectra
+/// (0 … √2).
+pub fn flux(norm_now: &[f32], norm_prev: &[f32]) -> f64 {
+    norm_now
+        .iter()
+        .zip(norm_prev)
+        .map(|(&a, &b)| {
+            let d = f64::from(a - b).max(0.0);
+            d * d
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors() {
+        let mut mag = vec![0.0f32; 11];
+        mag[4] = 1.0;
+        let power: Vec<f32> = mag.iter().map(|m| m * m).collect();
+        let mut scratch = Vec::new();
+        assert!((centroid(&mag, 10.0) - 40.0).abs() < 1e-6);
+        assert!(flatness(&power, &mut scratch) < 1e-6);
+        assert!((rolloff(&power, 1.0, 10.0) - 40.0).abs() < 1e-9);
+        assert!((flatness(&[1.0; 16], &mut scratch) - 1.0).abs() < 1e-5);
+        let ramp: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        assert_eq!(lane_sum(&ramp), 666.0);
+        assert_eq!(lane_weighted_sum(&[1.0; 20]), 190.0);
+        let a = [1.0f32, 0.0];
+        let b = [0.0f32, 1.0];
+        assert!((flux(&a, &b) - 1.0).abs() < 1e-9);
+        assert_eq!(flux(&a, &a), 0.0);
+    }
+}

@@ -1,0 +1,175 @@
+//! The checkpoint and the leases: which files are done, which this run now holds, and taking
+//! over files whose holder died. PostgreSQL skips rows other transactions lock (`SKIP LOCKED`);
+//! SQLite gets the same outcome from serialized write transactions.
+
+use crate::conn::Conn;
+use crate::val::{u64v, Val};
+use crate::DbError;
+use trackmill_types::{CheckPolicy, FileKey, PathBytes, Verdict};
+
+fn key_vals(f: &FileKey) -> [Val; 3] {
+    [
+        Val::Bytes(f.path.as_bytes().to_vec()),
+        u64v(f.size),
+        Val::I64(f.mtime_ns),
+    ]
+}
+
+/// True when a stored row makes this file need no work under `policy`.
+fn is_done(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<bool, DbError> {
+    let Some(row) = conn.query_one(
+        "SELECT size, mtime_ns, status, analyzer_version FROM tracks WHERE path = $1",
+        &[Val::Bytes(f.path.as_bytes().to_vec())],
+    )?
+    else {
+        return Ok(false);
+    };
+    let same = row[0].i64() == u64v(f.size).i64() && row[1].i64() == Some(f.mtime_ns);
+    if !same {
+        return Ok(false);
+    }
+    Ok(match row[2].str() {
+        // A row written by a newer analyser also counts: an older binary must not overwrite it.
+        Some("analyzed") => row[3].i64().unwrap_or(0) >= i64::from(policy.analyzer_version),
+        Some(_) => !policy.retry_failed,
+        None => false,
+    })
+}
+
+/// Takes the lease on `f` for `run_id` unless another live run holds it.
+fn acquire(
+    conn: &mut dyn Conn,
+    run_id: i64,
+    f: &FileKey,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<Verdict, DbError> {
+    let [path, size, mtime] = key_vals(f);
+    let expires = Val::I64(now.saturating_add(ttl_ms));
+    let lock = conn.dialect().lock_leases();
+    for _ in 0..2 {
+        let inserted = conn.query(
+            "INSERT INTO leases (path, size, mtime_ns, run_id, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (path) DO NOTHING RETURNING run_id",
+            &[
+                path.clone(),
+                size.clone(),
+                mtime.clone(),
+                Val::I64(run_id),
+                expires.clone(),
+            ],
+        )?;
+        if !inserted.is_empty() {
+            return Ok(Verdict::Todo);
+        }
+        let held = conn.query_one(
+            &format!(
+                "SELECT l.run_id, l.expires_at, r.status FROM leases l \
+                 LEFT JOIN runs r ON r.id = l.run_id WHERE l.path = $1{lock}"
+            ),
+            std::slice::from_ref(&path),
+        )?;
+        // No row: released in between (try again) or locked by another transaction (busy).
+        let Some(held) = held else { continue };
+        let holder = held[0].i64();
+        let live = held[1].i64().unwrap_or(0) >= now && held[2].str() == Some("running");
+        if holder == Some(run_id) || !live {
+            conn.exec(
+                "UPDATE leases SET size = $2, mtime_ns = $3, run_id = $4, expires_at = $5 \
+                 WHERE path = $1",
+                &[path, size, mtime, Val::I64(run_id), expires],
+            )?;
+            return Ok(Verdict::Todo);
+        }
+        return Ok(Verdict::Busy);
+    }
+    Ok(Verdict::Busy)
+}
+
+pub(crate) fn check(
+    conn: &mut dyn Conn,
+    run_id: i64,
+    policy: &CheckPolicy,
+    files: &[FileKey],
+    ttl_ms: i64,
+) -> Result<Vec<Verdict>, DbError> {
+    let now = conn.now_ms()?;
+    // Lease rows are taken in path order so two writers never wait on each other in a cycle.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| files[a].path.cmp(&files[b].path));
+    let mut verdicts = vec![Verdict::Busy; files.len()];
+    for i in order {
+        let f = &files[i];
+        verdicts[i] = if is_done(conn, f, policy)? {
+            Verdict::Done
+        } else {
+            acquire(conn, run_id, f, now, ttl_ms)?
+        };
+    }
+    Ok(verdicts)
+}
+
+/// Files whose lease expired (or whose run ended) and that are not done, now leased to `run_id`;
+/// and the number of files other live runs still hold.
+pub(crate) fn claim_expired(
+    conn: &mut dyn Conn,
+    run_id: i64,
+    policy: &CheckPolicy,
+    limit: u32,
+    ttl_ms: i64,
+) -> Result<(Vec<FileKey>, u64), DbError> {
+    let now = conn.now_ms()?;
+    let lock = conn.dialect().lock_leases();
+    let mut claimed = Vec::new();
+    while claimed.len() < limit as usize {
+        let want = limit as usize - claimed.len();
+        let rows = conn.query(
+            &format!(
+                "SELECT l.path, l.size, l.mtime_ns FROM leases l \
+                 LEFT JOIN runs r ON r.id = l.run_id \
+                 WHERE l.run_id <> $1 \
+                   AND (l.expires_at < $2 OR r.status IS NULL OR r.status <> 'running') \
+                 ORDER BY l.expires_at, l.path LIMIT $3{lock}"
+            ),
+            &[Val::I64(run_id), Val::I64(now), u64v(want as u64)],
+        )?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let key = FileKey {
+                path: PathBytes(row[0].bytes().unwrap_or_default().to_vec()),
+                size: u64::try_from(row[1].i64().unwrap_or(0)).unwrap_or(0),
+                mtime_ns: row[2].i64().unwrap_or(0),
+            };
+            let path = Val::Bytes(key.path.as_bytes().to_vec());
+            if is_done(conn, &key, policy)? {
+                conn.exec("DELETE FROM leases WHERE path = $1", &[path])?;
+            } else {
+                conn.exec(
+                    "UPDATE leases SET run_id = $2, expires_at = $3 WHERE path = $1",
+                    &[path, Val::I64(run_id), Val::I64(now.saturating_add(ttl_ms))],
+                )?;
+                claimed.push(key);
+            }
+        }
+    }
+    let still = conn
+        .query_one(
+            "SELECT COUNT(*) FROM leases l JOIN runs r ON r.id = l.run_id \
+             WHERE l.run_id <> $1 AND l.expires_at >= $2 AND r.status = 'running'",
+            &[Val::I64(run_id), Val::I64(now)],
+        )?
+        .and_then(|r| r.first().and_then(Val::i64))
+        .unwrap_or(0);
+    Ok((claimed, u64::try_from(still).unwrap_or(0)))
+}
+
+/// Pushes the expiry of every lease `run_id` holds.
+pub(crate) fn renew(conn: &mut dyn Conn, run_id: i64, ttl_ms: i64) -> Result<u64, DbError> {
+    let now = conn.now_ms()?;
+    conn.exec(
+        "UPDATE leases SET expires_at = $1 WHERE run_id = $2",
+        &[Val::I64(now.saturating_add(ttl_ms)), Val::I64(run_id)],
+    )
+}

@@ -1,0 +1,125 @@
+//! The SQLite sink: one file in WAL mode, writers serialized by `BEGIN IMMEDIATE`.
+
+use crate::conn::{local_now_ms, Conn, Dialect};
+use crate::val::Val;
+use crate::DbError;
+use rusqlite::types::ValueRef;
+use std::path::{Path, PathBuf};
+
+pub(crate) struct SqliteConn {
+    path: PathBuf,
+    conn: rusqlite::Connection,
+}
+
+fn open(path: &Path) -> Result<rusqlite::Connection, DbError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// `$N` → `?N`, so one statement text serves both dialects.
+fn placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl SqliteConn {
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        Ok(SqliteConn {
+            path: path.to_path_buf(),
+            conn: open(path)?,
+        })
+    }
+}
+
+fn read(v: ValueRef<'_>) -> Val {
+    match v {
+        ValueRef::Null => Val::Null,
+        ValueRef::Integer(i) => Val::I64(i),
+        ValueRef::Real(f) => Val::F64(f),
+        ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
+    }
+}
+
+impl Conn for SqliteConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, DbError> {
+        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        Ok(st.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, DbError> {
+        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        let n = st.column_count();
+        let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut r = Vec::with_capacity(n);
+            for i in 0..n {
+                r.push(read(row.get_ref(i)?));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.batch("BEGIN IMMEDIATE")
+    }
+
+    fn commit(&mut self) -> Result<(), DbError> {
+        self.batch("COMMIT")
+    }
+
+    fn rollback(&mut self) -> Result<(), DbError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.batch("ROLLBACK")
+    }
+
+    fn now_ms(&mut self) -> Result<i64, DbError> {
+        Ok(local_now_ms())
+    }
+
+    fn reconnect(&mut self) -> Result<(), DbError> {
+        self.conn = open(&self.path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn numbered_placeholders_become_sqlite_ones() {
+        assert_eq!(
+            placeholders("SELECT $1, $12 WHERE a = '$' || $2"),
+            "SELECT ?1, ?12 WHERE a = '$' || ?2"
+        );
+    }
+}

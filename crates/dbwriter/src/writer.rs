@@ -1,0 +1,286 @@
+//! The DB-writer process loop: frames in, batched transactions, acknowledgements after commit,
+//! lease renewal, and reconnect-and-reapply when the database goes away.
+
+use crate::conn::{local_now_ms, transaction, Conn};
+use crate::store::{self, Pending};
+use crate::{leases, open, runs, DbError, DbUrl, WriterOptions};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+use trackmill_types::{CleanText, FromDb, Hello, Role, ToDb, Verdict};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+struct Writer {
+    url: DbUrl,
+    conn: Option<Box<dyn Conn>>,
+    out: UnixStream,
+    opts: WriterOptions,
+    run_id: Option<i64>,
+    pending: Vec<Pending>,
+    deadline: Option<Instant>,
+    next_renew: Instant,
+    peer_gone: bool,
+}
+
+type Op<'a, T> = &'a mut dyn FnMut(&mut dyn Conn) -> Result<T, DbError>;
+
+impl Writer {
+    /// Sends one frame. Once the supervisor has closed its end, replies are dropped: the loop
+    /// still commits what it holds and ends at the end of the channel.
+    fn send(&mut self, msg: &FromDb) -> Result<(), DbError> {
+        if self.peer_gone {
+            return Ok(());
+        }
+        match write_frame(&mut self.out, msg) {
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!("supervisor closed the channel; replies dropped");
+                self.peer_gone = true;
+                Ok(())
+            }
+            r => Ok(r?),
+        }
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.opts.lease_ttl_s.max(1) * 1000).unwrap_or(i64::MAX)
+    }
+
+    fn renew_every(&self) -> Duration {
+        Duration::from_millis((self.opts.lease_ttl_s.max(1) * 1000 / 3).max(1))
+    }
+
+    /// Runs `op` in a transaction until it commits. Transient failures send one `Error
+    /// {retrying: true}`, then reconnect with capped exponential backoff and run `op` again.
+    fn retry<T>(&mut self, op: Op<'_, T>) -> Result<T, DbError> {
+        let mut delay = BACKOFF_START;
+        let mut reported = false;
+        loop {
+            let result = match self.conn.as_mut() {
+                Some(c) => transaction(c.as_mut(), op),
+                None => match open(&self.url) {
+                    Ok(c) => {
+                        self.conn = Some(c);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(v) => {
+                    if reported {
+                        tracing::info!("database {} is back", self.url.redacted());
+                    }
+                    return Ok(v);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("database {}: {e}; retrying", self.url.redacted());
+                    if !reported {
+                        reported = true;
+                        self.send(&FromDb::Error {
+                            message: CleanText::new(&e.to_string()),
+                            retrying: true,
+                        })?;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                    if let Some(c) = self.conn.as_mut() {
+                        if let Err(e) = c.reconnect() {
+                            tracing::debug!("reconnect failed: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = self.send(&FromDb::Error {
+                        message: CleanText::new(&e.to_string()),
+                        retrying: false,
+                    });
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Commits everything pending, then acknowledges it.
+    fn commit(&mut self) -> Result<(), DbError> {
+        self.deadline = None;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.retry(&mut |c| store::write_batch(c, &pending, local_now_ms()))?;
+        let seqs = pending.iter().map(Pending::seq).collect();
+        self.send(&FromDb::Acked { seqs })
+    }
+
+    fn handle(&mut self, msg: ToDb) -> Result<(), DbError> {
+        match msg {
+            ToDb::StartRun { host, pid, roots } => {
+                let id = self.retry(&mut |c| runs::start(c, &host, pid, &roots))?;
+                self.run_id = Some(id);
+                self.next_renew = Instant::now() + self.renew_every();
+                self.send(&FromDb::RunStarted { run_id: id })
+            }
+            ToDb::ResumeRun { run_id } => {
+                self.retry(&mut |c| runs::resume(c, run_id))?;
+                self.run_id = Some(run_id);
+                self.send(&FromDb::RunStarted { run_id })
+            }
+            ToDb::Check {
+                query,
+                policy,
+                files,
+            } => {
+                let verdicts = match self.run_id {
+                    Some(run) => {
+                        let ttl = self.ttl_ms();
+                        self.retry(&mut |c| leases::check(c, run, &policy, &files, ttl))?
+                    }
+                    None => {
+                        self.send(&FromDb::Error {
+                            message: CleanText::new("Check before StartRun: nothing leased"),
+                            retrying: false,
+                        })?;
+                        vec![Verdict::Todo; files.len()]
+                    }
+                };
+                self.send(&FromDb::CheckResult { query, verdicts })
+            }
+            ToDb::ClaimExpired {
+                query,
+                policy,
+                limit,
+            } => {
+                let (files, still_leased) = match self.run_id {
+                    Some(run) => {
+                        let ttl = self.ttl_ms();
+                        self.retry(&mut |c| leases::claim_expired(c, run, &policy, limit, ttl))?
+                    }
+                    None => (Vec::new(), 0),
+                };
+                self.send(&FromDb::Claimed {
+                    query,
+                    files,
+                    still_leased,
+                })
+            }
+            ToDb::Store { seq, record } => self.push(Pending::Store(seq, record)),
+            ToDb::Event { seq, event } => self.push(Pending::Event(seq, event)),
+            ToDb::Flush { token } => {
+                self.commit()?;
+                self.send(&FromDb::Flushed { token })
+            }
+            ToDb::EndRun {
+                run_id,
+                status,
+                counts,
+            } => {
+                self.commit()?;
+                self.retry(&mut |c| runs::end(c, run_id, status, &counts))?;
+                if self.run_id == Some(run_id) {
+                    self.run_id = None;
+                }
+                self.send(&FromDb::RunEnded { run_id })
+            }
+        }
+    }
+
+    fn push(&mut self, p: Pending) -> Result<(), DbError> {
+        self.pending.push(p);
+        if self.pending.len() >= self.opts.batch_max.max(1) {
+            return self.commit();
+        }
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + Duration::from_millis(self.opts.batch_ms));
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), DbError> {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.commit()?;
+        }
+        if now >= self.next_renew {
+            self.next_renew = now + self.renew_every();
+            if let Some(run) = self.run_id {
+                let ttl = self.ttl_ms();
+                self.retry(&mut |c| leases::renew(c, run, ttl))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&self) -> Duration {
+        let now = Instant::now();
+        let mut until = self.next_renew;
+        if let Some(d) = self.deadline {
+            until = until.min(d);
+        }
+        until.saturating_duration_since(now)
+    }
+}
+
+/// The db-writer process body: serves the supervisor on `chan` until it closes the channel.
+pub fn run(url: &DbUrl, chan: UnixStream, opts: WriterOptions) -> Result<(), DbError> {
+    let reader = chan.try_clone()?;
+    let mut w = Writer {
+        url: url.clone(),
+        conn: None,
+        out: chan,
+        opts,
+        run_id: None,
+        pending: Vec::new(),
+        deadline: None,
+        next_renew: Instant::now(),
+        peer_gone: false,
+    };
+    w.send(&FromDb::Hello(Hello::new(Role::DbWriter)))?;
+    // Connect (and migrate) now, retrying like any other outage.
+    w.retry(&mut |_| Ok(()))?;
+    tracing::info!("db writer on {}", url.redacted());
+
+    let (tx, rx) = mpsc::channel::<Result<ToDb, FrameError>>();
+    let mut reader = reader;
+    let reader_thread = std::thread::Builder::new()
+        .name("db-writer-reader".into())
+        .spawn(move || loop {
+            let msg = read_frame::<_, ToDb>(&mut reader, MAX_FRAME);
+            let stop = msg.is_err();
+            if tx.send(msg).is_err() || stop {
+                break;
+            }
+        })?;
+
+    let result = loop {
+        match rx.recv_timeout(w.wait()) {
+            Ok(Ok(msg)) => {
+                if let Err(e) = w.handle(msg) {
+                    break Err(e);
+                }
+            }
+            Ok(Err(FrameError::Closed)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break w.commit();
+            }
+            Ok(Err(e)) => {
+                let commit = w.commit();
+                break commit.and(Err(DbError::Channel(e)));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Err(e) = w.tick() {
+            break Err(e);
+        }
+    };
+    // On an error the reader may still block on the channel; shutting it down ends the thread.
+    let _ = w.out.shutdown(std::net::Shutdown::Both);
+    let _ = reader_thread.join();
+    result
+}

@@ -1,0 +1,149 @@
+//! Leases between two writers (two runs) on one database: each file is Todo for exactly one of
+//! them, and a lease left by a dead run is taken over through ClaimExpired.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use trackmill_dbwriter::WriterOptions;
+use trackmill_types::*;
+
+fn files(n: usize) -> Vec<FileKey> {
+    (0..n)
+        .map(|i| {
+            key(
+                format!("/shared/{i:04}.flac").as_bytes(),
+                1000 + i as u64,
+                42,
+            )
+        })
+        .collect()
+}
+
+fn todo_set(files: &[FileKey], v: &[Verdict]) -> HashSet<Vec<u8>> {
+    files
+        .iter()
+        .zip(v)
+        .filter(|(_, v)| **v == Verdict::Todo)
+        .map(|(f, _)| f.path.0.clone())
+        .collect()
+}
+
+both!(two_writers_each_file_todo_for_exactly_one, |b: Backend| {
+    let all = files(200);
+    let p = policy(ANALYZER_VERSION, false);
+    let run_checks = |b: &Backend, all: Vec<FileKey>, reverse: bool| {
+        let mut c = Client::start(b, WriterOptions::default());
+        c.start_run();
+        let mut chunks: Vec<Vec<FileKey>> = all.chunks(20).map(<[FileKey]>::to_vec).collect();
+        if reverse {
+            chunks.reverse();
+        }
+        let mut todo = HashSet::new();
+        let mut busy = 0;
+        for (q, chunk) in chunks.into_iter().enumerate() {
+            let v = c.check(q as u64, p, chunk.clone());
+            busy += v.iter().filter(|v| **v == Verdict::Busy).count();
+            todo.extend(todo_set(&chunk, &v));
+        }
+        (c, todo, busy)
+    };
+    let (ta, tb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| run_checks(&b, all.clone(), false));
+        let hb = s.spawn(|| run_checks(&b, all.clone(), true));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let (ca, todo_a, busy_a) = ta;
+    let (cb, todo_b, busy_b) = tb;
+    assert!(todo_a.is_disjoint(&todo_b));
+    assert_eq!(todo_a.len() + todo_b.len(), 200);
+    assert_eq!(busy_a + busy_b, 200);
+    ca.close().unwrap();
+    cb.close().unwrap();
+});
+
+both!(leases_follow_store_and_expiry, |b: Backend| {
+    let all = files(10);
+    let p = policy(ANALYZER_VERSION, false);
+    let mut a = Client::start(&b, WriterOptions::default());
+    let run_a = a.start_run();
+    assert!(a
+        .check(1, p, all.clone())
+        .iter()
+        .all(|v| *v == Verdict::Todo));
+    // A stores one file: the lease is released and the file is done for everyone.
+    a.send(&ToDb::Store {
+        seq: 1,
+        record: Box::new(analysed(run_a, all[0].clone(), 0)),
+    });
+    a.flush(1);
+
+    let mut c = Client::start(&b, WriterOptions::default());
+    c.start_run();
+    let v = c.check(1, p, all.clone());
+    assert_eq!(v[0], Verdict::Done);
+    assert!(v[1..].iter().all(|v| *v == Verdict::Busy), "{v:?}");
+    c.send(&ToDb::ClaimExpired {
+        query: 2,
+        policy: p,
+        limit: 100,
+    });
+    match c.recv() {
+        FromDb::Claimed {
+            query,
+            files,
+            still_leased,
+        } => {
+            assert_eq!(query, 2);
+            assert!(files.is_empty());
+            assert_eq!(still_leased, 9);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Run A dies without ending its run; its leases run out (time moved on by hand).
+    drop(a);
+    b.exec(&format!(
+        "UPDATE leases SET expires_at = 0 WHERE run_id = {run_a}"
+    ));
+    // One of its files got stored by someone meanwhile: it is not claimed.
+    c.send(&ToDb::Store {
+        seq: 2,
+        record: Box::new(analysed(run_a, all[1].clone(), 1)),
+    });
+    c.flush(2);
+    c.send(&ToDb::ClaimExpired {
+        query: 3,
+        policy: p,
+        limit: 5,
+    });
+    let mut got = Vec::new();
+    match c.recv() {
+        FromDb::Claimed {
+            files,
+            still_leased,
+            ..
+        } => {
+            assert_eq!(files.len(), 5);
+            assert_eq!(still_leased, 0);
+            got.extend(files);
+        }
+        other => panic!("{other:?}"),
+    }
+    c.send(&ToDb::ClaimExpired {
+        query: 4,
+        policy: p,
+        limit: 100,
+    });
+    match c.recv() {
+        FromDb::Claimed { files, .. } => got.extend(files),
+        other => panic!("{other:?}"),
+    }
+    let got: HashSet<Vec<u8>> = got.into_iter().map(|f| f.path.0).collect();
+    let want: HashSet<Vec<u8>> = all[2..].iter().map(|f| f.path.0.clone()).collect();
+    assert_eq!(got, want);
+    // Claimed files are now this run's: a re-check says Todo, not Busy.
+    let v = c.check(5, p, all[2..].to_vec());
+    assert!(v.iter().all(|v| *v == Verdict::Todo), "{v:?}");
+    c.close().unwrap();
+});
