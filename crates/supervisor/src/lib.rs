@@ -1,1 +1,20 @@
-//! placeholder
+//! The supervisor: one event loop that owns all job state, scans the library as a stream, hands one
+//! file at a time to capped worker processes, retries by failure class, and sends terminal results
+//! to the single DB-writer process.
+
+pub mod config;
+mod dbclient;
+mod event;
+mod pool;
+mod pressure;
+mod progress;
+mod retry;
+mod run;
+mod scanner;
+mod spawn;
+pub mod summary;
+pub mod units;
+
+pub use config::{Config, ConfigError};
+pub use run::{scan, ScanOptions, SpawnSpec};
+pub use summary::Summary;

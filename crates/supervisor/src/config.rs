@@ -1,0 +1,342 @@
+//! The configuration file (`trackmill.toml`): every key, its default, and validation with clear
+//! errors. Unknown keys are rejected so a typo never passes silently.
+
+use crate::units::parse_size;
+use serde::{de, Deserialize, Deserializer, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub library: Library,
+    pub workers: Workers,
+    pub memory: Memory,
+    pub database: Database,
+    pub analysis: Analysis,
+    pub service: Service,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Library {
+    /// Directories to scan (`serve`; `scan` takes them on the command line).
+    pub roots: Vec<PathBuf>,
+    /// File extensions to analyse, case-insensitive; empty means every regular file.
+    pub extensions: Vec<String>,
+    /// Follow symbolic links (loops are detected and skipped).
+    pub follow_symlinks: bool,
+}
+
+impl Default for Library {
+    fn default() -> Self {
+        Library {
+            roots: Vec::new(),
+            extensions: [
+                "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "alac", "wav", "wave",
+                "aif", "aiff", "aifc", "caf", "mka", "webm", "wv",
+            ]
+            .map(String::from)
+            .to_vec(),
+            follow_symlinks: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workers {
+    /// Worker processes; 0 means one per CPU.
+    pub count: usize,
+    /// RLIMIT_AS of each worker.
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
+    pub memory_limit: u64,
+    /// Per-file deadline.
+    #[serde(with = "dur")]
+    pub job_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a worker is stopped.
+    #[serde(with = "dur")]
+    pub kill_grace: Duration,
+    /// A worker exits after this many files (±10% jitter) to clear arenas and fragmentation.
+    pub recycle_after: u32,
+    /// Attempts that count against a file before it is quarantined.
+    pub max_attempts: u32,
+    /// Checked files waiting for a worker; 0 means 2 × count.
+    pub queue_depth: usize,
+    /// First retry delay; doubles per attempt (with jitter), capped at 30 s.
+    #[serde(with = "dur")]
+    pub retry_backoff: Duration,
+    /// More than this many unplanned worker deaths within `restart_window` → back off spawning.
+    pub restart_intensity: u32,
+    #[serde(with = "dur")]
+    pub restart_window: Duration,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            count: 0,
+            memory_limit: 1 << 30,
+            job_timeout: Duration::from_secs(300),
+            kill_grace: Duration::from_secs(5),
+            recycle_after: 200,
+            max_attempts: 3,
+            queue_depth: 0,
+            retry_backoff: Duration::from_millis(250),
+            restart_intensity: 20,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Memory {
+    /// Above this share of RAM in use, halve the number of busy workers (recovering gradually).
+    #[serde(deserialize_with = "de_ratio")]
+    pub high: f64,
+    /// Above this share, also kill the largest worker; its file is requeued without penalty.
+    #[serde(deserialize_with = "de_ratio")]
+    pub critical: f64,
+    /// How often memory is sampled.
+    #[serde(with = "dur")]
+    pub poll_interval: Duration,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory { high: 0.85, critical: 0.95, poll_interval: Duration::from_secs(1) }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `sqlite://PATH` or `postgres://…`; empty means the default SQLite file.
+    pub url: String,
+    /// The DB writer commits after this many results…
+    pub batch_size: usize,
+    /// …or after this long, whichever comes first.
+    #[serde(with = "dur")]
+    pub batch_interval: Duration,
+    /// Results sent but not yet committed; at this bound dispatching pauses (backpressure).
+    pub max_unacked: usize,
+    /// Lease on a claimed file (shared PostgreSQL); renewed while its owner lives.
+    #[serde(with = "dur")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: String::new(),
+            batch_size: 256,
+            batch_interval: Duration::from_millis(200),
+            max_unacked: 1024,
+            lease_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Analysis {
+    /// Models to run (manifest names under `models_dir`); empty for DSP-only analysis.
+    pub models: Vec<String>,
+    /// Directory of model manifests; relative paths are resolved against the binary's workspace
+    /// or the current directory.
+    pub models_dir: PathBuf,
+    /// Use the CUDA execution provider (falls back to CPU with a warning).
+    pub gpu: bool,
+    /// ONNX Runtime intra-op threads per worker.
+    pub model_threads: usize,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis { models: vec!["basic-pitch".into()], models_dir: PathBuf::from("models"), gpu: false, model_threads: 1 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Service {
+    /// On SIGTERM/SIGINT, in-flight files get this long to finish before workers are killed.
+    #[serde(with = "dur")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service { shutdown_grace: Duration::from_secs(30) }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.workers.memory_limit != 0 && self.workers.memory_limit < 32 << 20 {
+            return bad(format!("workers.memory_limit = {} is below the 32MiB minimum", self.workers.memory_limit));
+        }
+        if self.workers.count > 1024 {
+            return bad(format!("workers.count = {} is above 1024", self.workers.count));
+        }
+        if self.workers.recycle_after == 0 {
+            return bad("workers.recycle_after must be at least 1".into());
+        }
+        if self.workers.max_attempts == 0 {
+            return bad("workers.max_attempts must be at least 1".into());
+        }
+        if self.workers.job_timeout.is_zero() {
+            return bad("workers.job_timeout must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.memory.high) || !(0.0..=1.0).contains(&self.memory.critical) {
+            return bad("memory.high and memory.critical are shares of RAM between 0 and 1 (or 0%..100%)".into());
+        }
+        if self.memory.critical < self.memory.high {
+            return bad(format!(
+                "memory.critical ({}) must not be below memory.high ({})",
+                self.memory.critical, self.memory.high
+            ));
+        }
+        if self.database.batch_size == 0 || self.database.max_unacked == 0 {
+            return bad("database.batch_size and database.max_unacked must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Worker count with 0 resolved to the number of CPUs.
+    pub fn worker_count(&self) -> usize {
+        if self.workers.count == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.workers.count
+        }
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        if self.workers.queue_depth == 0 {
+            2 * self.worker_count()
+        } else {
+            self.workers.queue_depth
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(f64),
+    Str(String),
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) if n >= 0.0 => Ok(n as u64),
+        NumOrStr::Num(n) => Err(de::Error::custom(format!("size {n} is negative"))),
+        NumOrStr::Str(s) => parse_size(&s).map_err(de::Error::custom),
+    }
+}
+
+fn ser_size<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::units::format_size(*v))
+}
+
+fn de_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(n),
+        NumOrStr::Str(s) => match s.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0).map_err(de::Error::custom),
+            None => Err(de::Error::custom(format!("invalid share {s:?} (write e.g. 85% or 0.85)"))),
+        },
+    }
+}
+
+mod dur {
+    //! Durations written as `90s`, `5m`, `250ms` (or a number of seconds).
+    use super::NumOrStr;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(n) if n >= 0.0 => Ok(Duration::from_secs_f64(n)),
+            NumOrStr::Num(n) => Err(de::Error::custom(format!("duration {n} is negative"))),
+            NumOrStr::Str(s) => crate::units::parse_duration(&s).map_err(de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", v.as_millis()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.workers.memory_limit, 1 << 30);
+        assert_eq!(c.workers.recycle_after, 200);
+        assert_eq!(c.workers.max_attempts, 3);
+        assert_eq!(c.workers.job_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn typo_is_rejected_with_the_key() {
+        let e = Config::parse("[workers]\ncuont = 3\n").unwrap_err().to_string();
+        assert!(e.contains("cuont"), "{e}");
+        let e = Config::parse("[wrokers]\ncount = 3\n").unwrap_err().to_string();
+        assert!(e.contains("wrokers"), "{e}");
+    }
+
+    #[test]
+    fn units_parse() {
+        let c = Config::parse("[workers]\nmemory_limit = \"512MiB\"\njob_timeout = \"90s\"\n[memory]\nhigh = \"80%\"\n")
+            .unwrap();
+        assert_eq!(c.workers.memory_limit, 512 << 20);
+        assert_eq!(c.workers.job_timeout, Duration::from_secs(90));
+        assert!((c.memory.high - 0.8).abs() < 1e-9);
+        assert!(Config::parse("[workers]\nmemory_limit = \"lots\"\n").is_err());
+        assert!(Config::parse("[memory]\nhigh = 0.99\ncritical = 0.9\n").is_err());
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../../../config/trackmill.toml");
+        let c = Config::parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.workers.memory_limit, d.workers.memory_limit);
+        assert_eq!(c.workers.job_timeout, d.workers.job_timeout);
+        assert_eq!(c.database.max_unacked, d.database.max_unacked);
+    }
+}

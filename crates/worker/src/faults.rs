@@ -1,0 +1,63 @@
+//! Fault injection for the end-to-end tests, active only when `TRACKMILL_FAULT_INJECTION=1` is in
+//! the worker's environment. A file whose content starts with `TRACKMILL-FAULT <kind> [arg]`
+//! makes the worker misbehave for real, so the supervisor's handling of each failure class is
+//! exercised against real processes, signals and kernel limits:
+//!
+//! - `alloc`: allocate and touch memory until the RLIMIT_AS cap makes an allocation fail (abort);
+//! - `hang`: never answer (sleeps forever; SIGTERM ends it);
+//! - `hang-ignore-term`: never answer and ignore SIGTERM (only SIGKILL ends it);
+//! - `segv`: raise SIGSEGV;
+//! - `abort`: abort();
+//! - `block-while PATH`: write this worker's pid to `PATH.pid`, then wait while `PATH` exists, then
+//!   carry on (the file itself is not audio, so it ends as a corrupt failure).
+//!
+//! Any other file is analysed normally.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+const MAGIC: &[u8] = b"TRACKMILL-FAULT ";
+
+pub fn maybe_inject(path: &Path) {
+    let mut head = [0u8; 512];
+    let n = match std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) {
+        Ok(n) => n,
+        Err(_) => return,
+    };
+    let Some(rest) = head[..n].strip_prefix(MAGIC) else { return };
+    let line = String::from_utf8_lossy(rest);
+    let line = line.lines().next().unwrap_or("").trim().to_string();
+    let (kind, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+    match kind {
+        "alloc" => {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hog.push(vec![1u8; 16 << 20]);
+            }
+        }
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        "hang-ignore-term" => {
+            // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+            unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        "segv" => {
+            // SAFETY: raising a signal in this process; the default action ends it.
+            unsafe { libc::raise(libc::SIGSEGV) };
+        }
+        "abort" => std::process::abort(),
+        "block-while" => {
+            let marker = Path::new(arg);
+            let _ = std::fs::write(format!("{arg}.pid"), std::process::id().to_string());
+            while marker.exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        _ => {}
+    }
+}
