@@ -61,9 +61,13 @@ impl DbClient {
         Ok(())
     }
 
-    /// After a hello: everything not yet answered goes to the new writer, in order.
-    pub fn on_hello(&mut self) {
+    /// After a hello: everything not yet answered goes to the new writer, in order (a restarted
+    /// writer first re-opens the run so the run's leases stay its own).
+    pub fn on_hello(&mut self, run_id: Option<i64>) {
         self.ready = true;
+        if let Some(run_id) = run_id {
+            self.raw_send(ToDb::ResumeRun { run_id });
+        }
         self.failed_starts = 0;
         let resend: Vec<ToDb> = self
             .control

@@ -1,7 +1,6 @@
 //! Worker slots: the state of each worker process, exit classification, and the restart-intensity
 //! limit (too many unplanned deaths in a window → spawning backs off and the pool is "degraded").
 
-use crate::event::Who;
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -65,10 +64,6 @@ impl Slot {
 
     pub fn is_idle(&self) -> bool {
         matches!(self.state, SlotState::Idle) && self.kill.is_none()
-    }
-
-    pub fn who(&self, slot: usize) -> Who {
-        Who::Worker { slot, gen: self.gen }
     }
 }
 

@@ -23,7 +23,8 @@ impl Level {
 }
 
 pub struct Pressure {
-    sys: System,
+    /// `None` where memory cannot be read; pressure handling is then off.
+    sys: Option<System>,
     high: f64,
     critical: f64,
     /// Current cap on busy workers.
@@ -46,22 +47,16 @@ pub enum Action {
 
 impl Pressure {
     pub fn new(high: f64, critical: f64, workers: usize) -> Self {
-        let sys = System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()));
+        let sys = System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram())).ok();
         Pressure { sys, high, critical, limit: workers, level: Level::Normal, used_share: 0.0, calm_since: None, last_cut: None }
-    }
-
-    pub fn set_workers(&mut self, workers: usize) {
-        self.limit = self.limit.min(workers).max(1);
-        if self.level == Level::Normal {
-            self.limit = workers;
-        }
     }
 
     /// Samples memory and updates the limit; `workers` is the configured pool size.
     pub fn poll(&mut self, workers: usize, now: Instant) -> Action {
-        self.sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-        let total = self.sys.total_memory().max(1) as f64;
-        let used = total - self.sys.available_memory() as f64;
+        let Some(sys) = self.sys.as_mut() else { return Action::None };
+        sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+        let total = sys.total_memory().max(1) as f64;
+        let used = total - sys.available_memory() as f64;
         self.used_share = used / total;
         let prev = self.level;
         self.level = if self.used_share >= self.critical {

@@ -22,7 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use trackmill_types::procmem;
 use trackmill_types::{
-    Attempt, CheckPolicy, CleanText, ExitKind, Failure, FailureClass, FileStats, FromDb, FromWorker, Job, Outcome,
+    Attempt, CheckPolicy, CleanText, ExitKind, Failure, FileStats, FromDb, FromWorker, Job, Outcome,
     Record, RecordOutcome, Role, RunCounts, RunStatus, Stage, ToDb, ToWorker, Verdict, WorkerEvent,
     ANALYZER_VERSION, PROTOCOL_VERSION,
 };
@@ -196,7 +196,7 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     if let Some(msg) = sup.fatal.take() {
         return Err(RunError::DbWriter(msg));
     }
-    let mut s = sup.summary;
+    let mut s = std::mem::take(&mut sup.summary);
     s.run_id = sup.run_id;
     s.status = if sup.interrupted { "interrupted" } else { "completed" }.into();
     s.elapsed_s = sup.started.elapsed().as_secs_f64();
@@ -312,7 +312,7 @@ impl Supervisor {
                 if self.db.restarts > 0 {
                     tracing::info!("DB writer {} is up; re-sending {} unacknowledged results", h.pid, self.db.unacked.len());
                 }
-                self.db.on_hello();
+                self.db.on_hello((self.run_id != 0).then_some(self.run_id));
             }
             FromDb::RunStarted { run_id } => {
                 self.db.answered(|m| matches!(m, ToDb::StartRun { .. }));
@@ -805,5 +805,3 @@ impl Drop for Supervisor {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_failure_class_used(_: FailureClass) {}

@@ -1,0 +1,26 @@
+//! Tracing set-up in one place: `-v` count and `TRACKMILL_LOG`, text on a terminal, JSON lines for
+//! services and log shippers.
+
+use tracing_subscriber::EnvFilter;
+
+/// Logging of the hidden child subcommands: warnings and errors only, no colours (the supervisor
+/// relays each line).
+pub fn init_child() {
+    let filter = EnvFilter::try_from_env("TRACKMILL_LOG").unwrap_or_else(|_| EnvFilter::new("warn,symphonia=off"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).without_time().init();
+}
+
+pub fn init(verbose: u8, format: &str) {
+    let default = match verbose {
+        0 => "info,symphonia=warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("TRACKMILL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
