@@ -9,7 +9,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
@@ -43,8 +46,8 @@ impl Default for Library {
         Library {
             roots: Vec::new(),
             extensions: [
-                "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "alac", "wav", "wave",
-                "aif", "aiff", "aifc", "caf", "mka", "webm", "wv",
+                "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "alac", "wav",
+                "wave", "aif", "aiff", "aifc", "caf", "mka", "webm", "wv",
             ]
             .map(String::from)
             .to_vec(),
@@ -115,7 +118,11 @@ pub struct Memory {
 
 impl Default for Memory {
     fn default() -> Self {
-        Memory { high: 0.85, critical: 0.95, poll_interval: Duration::from_secs(1) }
+        Memory {
+            high: 0.85,
+            critical: 0.95,
+            poll_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -164,7 +171,12 @@ pub struct Analysis {
 
 impl Default for Analysis {
     fn default() -> Self {
-        Analysis { models: vec!["basic-pitch".into()], models_dir: PathBuf::from("models"), gpu: false, model_threads: 1 }
+        Analysis {
+            models: vec!["basic-pitch".into()],
+            models_dir: PathBuf::from("models"),
+            gpu: false,
+            model_threads: 1,
+        }
     }
 }
 
@@ -178,23 +190,33 @@ pub struct Service {
 
 impl Default for Service {
     fn default() -> Self {
-        Service { shutdown_grace: Duration::from_secs(30) }
+        Service {
+            shutdown_grace: Duration::from_secs(30),
+        }
     }
 }
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.into(),
+                message,
+            },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -203,10 +225,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.workers.memory_limit != 0 && self.workers.memory_limit < 32 << 20 {
-            return bad(format!("workers.memory_limit = {} is below the 32MiB minimum", self.workers.memory_limit));
+            return bad(format!(
+                "workers.memory_limit = {} is below the 32MiB minimum",
+                self.workers.memory_limit
+            ));
         }
         if self.workers.count > 1024 {
-            return bad(format!("workers.count = {} is above 1024", self.workers.count));
+            return bad(format!(
+                "workers.count = {} is above 1024",
+                self.workers.count
+            ));
         }
         if self.workers.recycle_after == 0 {
             return bad("workers.recycle_after must be at least 1".into());
@@ -217,8 +245,12 @@ impl Config {
         if self.workers.job_timeout.is_zero() {
             return bad("workers.job_timeout must be positive".into());
         }
-        if !(0.0..=1.0).contains(&self.memory.high) || !(0.0..=1.0).contains(&self.memory.critical) {
-            return bad("memory.high and memory.critical are shares of RAM between 0 and 1 (or 0%..100%)".into());
+        if !(0.0..=1.0).contains(&self.memory.high) || !(0.0..=1.0).contains(&self.memory.critical)
+        {
+            return bad(
+                "memory.high and memory.critical are shares of RAM between 0 and 1 (or 0%..100%)"
+                    .into(),
+            );
         }
         if self.memory.critical < self.memory.high {
             return bad(format!(
@@ -273,8 +305,14 @@ fn de_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     match NumOrStr::deserialize(d)? {
         NumOrStr::Num(n) => Ok(n),
         NumOrStr::Str(s) => match s.trim().strip_suffix('%') {
-            Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0).map_err(de::Error::custom),
-            None => Err(de::Error::custom(format!("invalid share {s:?} (write e.g. 85% or 0.85)"))),
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .map(|v| v / 100.0)
+                .map_err(de::Error::custom),
+            None => Err(de::Error::custom(format!(
+                "invalid share {s:?} (write e.g. 85% or 0.85)"
+            ))),
         },
     }
 }
@@ -313,9 +351,13 @@ mod tests {
 
     #[test]
     fn typo_is_rejected_with_the_key() {
-        let e = Config::parse("[workers]\ncuont = 3\n").unwrap_err().to_string();
+        let e = Config::parse("[workers]\ncuont = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cuont"), "{e}");
-        let e = Config::parse("[wrokers]\ncount = 3\n").unwrap_err().to_string();
+        let e = Config::parse("[wrokers]\ncount = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("wrokers"), "{e}");
     }
 

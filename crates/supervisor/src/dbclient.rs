@@ -55,7 +55,12 @@ impl DbClient {
         self.gen += 1;
         let spawned = spawn_child(&self.spec)?;
         self.pid = spawned.pid;
-        self.tx = Some(attach::<_, ToDb>(spawned, Who::DbWriter { gen: self.gen }, events.clone(), ChildMsg::Db)?);
+        self.tx = Some(attach::<_, ToDb>(
+            spawned,
+            Who::DbWriter { gen: self.gen },
+            events.clone(),
+            ChildMsg::Db,
+        )?);
         self.ready = false;
         self.alive = true;
         Ok(())
@@ -75,7 +80,12 @@ impl DbClient {
             .filter(|m| matches!(m, ToDb::StartRun { .. }))
             .cloned()
             .chain(self.unacked.values().cloned())
-            .chain(self.control.iter().filter(|m| !matches!(m, ToDb::StartRun { .. })).cloned())
+            .chain(
+                self.control
+                    .iter()
+                    .filter(|m| !matches!(m, ToDb::StartRun { .. }))
+                    .cloned(),
+            )
             .collect();
         for m in resend {
             self.raw_send(m);
@@ -117,15 +127,27 @@ impl DbClient {
         let query = self.next_query;
         self.next_query += 1;
         self.check = Some((query, files.clone()));
-        self.control.push(ToDb::Check { query, policy, files: files.clone() });
-        self.raw_send(ToDb::Check { query, policy, files });
+        self.control.push(ToDb::Check {
+            query,
+            policy,
+            files: files.clone(),
+        });
+        self.raw_send(ToDb::Check {
+            query,
+            policy,
+            files,
+        });
     }
 
     pub fn send_claim(&mut self, policy: CheckPolicy, limit: u32) {
         let query = self.next_query;
         self.next_query += 1;
         self.claim = Some(query);
-        self.send_control(ToDb::ClaimExpired { query, policy, limit });
+        self.send_control(ToDb::ClaimExpired {
+            query,
+            policy,
+            limit,
+        });
     }
 
     /// Closes the channel: the writer commits what it has and exits.

@@ -17,8 +17,13 @@ use trackmill_types::{FromDb, FromWorker};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Who {
     /// A worker slot and the generation of the process in it.
-    Worker { slot: usize, gen: u64 },
-    DbWriter { gen: u64 },
+    Worker {
+        slot: usize,
+        gen: u64,
+    },
+    DbWriter {
+        gen: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -31,13 +36,25 @@ pub enum ChildMsg {
 
 #[derive(Debug)]
 pub enum Event {
-    Child { who: Who, msg: ChildMsg },
+    Child {
+        who: Who,
+        msg: ChildMsg,
+    },
     /// The child was reaped. `oom_message` is true when its stderr showed an allocation failure.
-    Exited { who: Who, status: ExitStatus, oom_message: bool, last_stderr: String },
+    Exited {
+        who: Who,
+        status: ExitStatus,
+        oom_message: bool,
+        last_stderr: String,
+    },
 }
 
 /// Marker Rust's allocation-error handler prints before aborting.
-const OOM_MARKERS: [&str; 3] = ["memory allocation of", "Failed to allocate memory", "BFCArena"];
+const OOM_MARKERS: [&str; 3] = [
+    "memory allocation of",
+    "Failed to allocate memory",
+    "BFCArena",
+];
 
 /// Starts the reader, stderr and reaper tasks of a child; returns the sender for frames to it.
 pub fn attach<In, Out>(
@@ -50,7 +67,11 @@ where
     In: DeserializeOwned + Send + 'static,
     Out: Serialize + Send + Sync + 'static,
 {
-    let Spawned { mut child, pid, channel } = spawned;
+    let Spawned {
+        mut child,
+        pid,
+        channel,
+    } = spawned;
     channel.set_nonblocking(true)?;
     let stream = UnixStream::from_std(channel)?;
     let (mut rd, mut wr) = stream.into_split();
@@ -76,7 +97,10 @@ where
                 }
                 Err(FrameError::Closed) => break,
                 Err(e) => {
-                    let _ = ev.send(Event::Child { who, msg: ChildMsg::BadChannel(e) });
+                    let _ = ev.send(Event::Child {
+                        who,
+                        msg: ChildMsg::BadChannel(e),
+                    });
                     break;
                 }
             }
@@ -87,7 +111,9 @@ where
     let stderr_task = tokio::spawn(async move {
         let mut oom = false;
         let mut tail = String::new();
-        let Some(mut err) = stderr else { return (oom, tail) };
+        let Some(mut err) = stderr else {
+            return (oom, tail);
+        };
         let mut buf = vec![0u8; 8192];
         let mut line: Vec<u8> = Vec::new();
         while let Ok(n) = err.read(&mut buf).await {
@@ -124,9 +150,17 @@ where
         };
         // Every frame the child sent is delivered before its exit.
         let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-        let (oom_message, last_stderr) =
-            tokio::time::timeout(Duration::from_secs(2), stderr_task).await.ok().and_then(Result::ok).unwrap_or_default();
-        let _ = events.send(Event::Exited { who, status, oom_message, last_stderr });
+        let (oom_message, last_stderr) = tokio::time::timeout(Duration::from_secs(2), stderr_task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let _ = events.send(Event::Exited {
+            who,
+            status,
+            oom_message,
+            last_stderr,
+        });
     });
     Ok(tx)
 }

@@ -25,7 +25,12 @@ pub struct FileJob {
 
 impl FileJob {
     pub fn new(key: FileKey) -> Self {
-        FileJob { key, history: Vec::new(), alone: false, not_before: Instant::now() }
+        FileJob {
+            key,
+            history: Vec::new(),
+            alone: false,
+            not_before: Instant::now(),
+        }
     }
 }
 
@@ -44,7 +49,12 @@ pub enum SlotState {
     /// Spawned, waiting for its hello.
     Starting,
     Idle,
-    Busy { job: FileJob, job_id: u64, started: Instant, deadline: Instant },
+    Busy {
+        job: FileJob,
+        job_id: u64,
+        started: Instant,
+        deadline: Instant,
+    },
 }
 
 pub struct Slot {
@@ -82,7 +92,9 @@ pub fn classify(status: ExitStatus, kill: Option<KillReason>, oom_message: bool)
     match (status.code(), status.signal()) {
         (Some(EXIT_RECYCLE), _) => ExitKind::Recycled,
         (Some(EXIT_PROTOCOL), _) => ExitKind::Protocol,
-        (_, Some(libc::SIGKILL)) | (_, Some(libc::SIGTERM)) | (_, Some(libc::SIGINT)) => ExitKind::Killed,
+        (_, Some(libc::SIGKILL)) | (_, Some(libc::SIGTERM)) | (_, Some(libc::SIGINT)) => {
+            ExitKind::Killed
+        }
         _ => ExitKind::Crash,
     }
 }
@@ -92,8 +104,17 @@ pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit code {c}"),
         (_, Some(s)) => {
-            let name = nix::sys::signal::Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or(format!("signal {s}"));
-            format!("killed by {name}{}", if status.core_dumped() { " (core dumped)" } else { "" })
+            let name = nix::sys::signal::Signal::try_from(s)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or(format!("signal {s}"));
+            format!(
+                "killed by {name}{}",
+                if status.core_dumped() {
+                    " (core dumped)"
+                } else {
+                    ""
+                }
+            )
         }
         _ => "unknown status".into(),
     }
@@ -124,7 +145,11 @@ impl Intensity {
 
     pub fn record_death(&mut self, now: Instant) {
         self.deaths.push_back(now);
-        while self.deaths.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+        while self
+            .deaths
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
             self.deaths.pop_front();
         }
         if self.deaths.len() as u32 > self.max {
@@ -143,7 +168,11 @@ impl Intensity {
     }
 
     pub fn tick(&mut self, now: Instant) {
-        while self.deaths.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+        while self
+            .deaths
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
             self.deaths.pop_front();
         }
         if self.degraded && self.deaths.len() as u32 <= self.max / 2 {
@@ -168,15 +197,27 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(classify(st(EXIT_RECYCLE << 8), None, false), ExitKind::Recycled);
+        assert_eq!(
+            classify(st(EXIT_RECYCLE << 8), None, false),
+            ExitKind::Recycled
+        );
         assert_eq!(classify(st(libc::SIGSEGV), None, false), ExitKind::Crash);
         assert_eq!(classify(st(libc::SIGABRT), None, true), ExitKind::Oom);
         assert_eq!(classify(st(libc::SIGABRT), None, false), ExitKind::Crash);
         assert_eq!(classify(st(libc::SIGKILL), None, false), ExitKind::Killed);
-        assert_eq!(classify(st(libc::SIGKILL), Some(KillReason::Timeout), false), ExitKind::Timeout);
-        assert_eq!(classify(st(0), Some(KillReason::Stop), false), ExitKind::Stopped);
+        assert_eq!(
+            classify(st(libc::SIGKILL), Some(KillReason::Timeout), false),
+            ExitKind::Timeout
+        );
+        assert_eq!(
+            classify(st(0), Some(KillReason::Stop), false),
+            ExitKind::Stopped
+        );
         assert_eq!(classify(st(0), None, false), ExitKind::Crash);
-        assert_eq!(classify(st(EXIT_PROTOCOL << 8), None, false), ExitKind::Protocol);
+        assert_eq!(
+            classify(st(EXIT_PROTOCOL << 8), None, false),
+            ExitKind::Protocol
+        );
     }
 
     #[test]

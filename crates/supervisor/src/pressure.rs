@@ -47,13 +47,27 @@ pub enum Action {
 
 impl Pressure {
     pub fn new(high: f64, critical: f64, workers: usize) -> Self {
-        let sys = System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram())).ok();
-        Pressure { sys, high, critical, limit: workers, level: Level::Normal, used_share: 0.0, calm_since: None, last_cut: None }
+        let sys = System::new_with_specifics(
+            RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
+        )
+        .ok();
+        Pressure {
+            sys,
+            high,
+            critical,
+            limit: workers,
+            level: Level::Normal,
+            used_share: 0.0,
+            calm_since: None,
+            last_cut: None,
+        }
     }
 
     /// Samples memory and updates the limit; `workers` is the configured pool size.
     pub fn poll(&mut self, workers: usize, now: Instant) -> Action {
-        let Some(sys) = self.sys.as_mut() else { return Action::None };
+        let Some(sys) = self.sys.as_mut() else {
+            return Action::None;
+        };
         sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
         let total = sys.total_memory().max(1) as f64;
         let used = total - sys.available_memory() as f64;
@@ -72,14 +86,22 @@ impl Pressure {
                 if self.limit < workers && now.duration_since(since) >= RECOVER_STEP {
                     self.limit += 1;
                     self.calm_since = Some(now);
-                    tracing::info!("memory pressure eased ({:.0}% used): up to {} busy workers", self.used_share * 100.0, self.limit);
+                    tracing::info!(
+                        "memory pressure eased ({:.0}% used): up to {} busy workers",
+                        self.used_share * 100.0,
+                        self.limit
+                    );
                 }
                 self.limit = self.limit.min(workers);
                 Action::None
             }
             Level::High | Level::Critical => {
                 self.calm_since = None;
-                if self.last_cut.is_none_or(|t| now.duration_since(t) >= CUT_INTERVAL) && self.limit > 1 {
+                if self
+                    .last_cut
+                    .is_none_or(|t| now.duration_since(t) >= CUT_INTERVAL)
+                    && self.limit > 1
+                {
                     self.limit = (self.limit / 2).max(1);
                     self.last_cut = Some(now);
                     tracing::warn!(
@@ -89,7 +111,11 @@ impl Pressure {
                         self.limit
                     );
                 } else if prev != self.level {
-                    tracing::warn!("memory pressure {} ({:.0}% of RAM used)", self.level.as_str(), self.used_share * 100.0);
+                    tracing::warn!(
+                        "memory pressure {} ({:.0}% of RAM used)",
+                        self.level.as_str(),
+                        self.used_share * 100.0
+                    );
                 }
                 if self.level == Level::Critical {
                     Action::KillLargest

@@ -28,12 +28,18 @@ impl Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
             b.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b
         });
-        Progress { bar, last_log: Instant::now(), started: Instant::now() }
+        Progress {
+            bar,
+            last_log: Instant::now(),
+            started: Instant::now(),
+        }
     }
 
     pub fn update(&mut self, s: &Snapshot) {
@@ -52,7 +58,11 @@ impl Progress {
         } else if self.last_log.elapsed() >= LOG_EVERY {
             self.last_log = Instant::now();
             let rate = s.done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-            tracing::info!("progress: {}/{} files, {rate:.1} files/s, {msg}", s.done, s.found);
+            tracing::info!(
+                "progress: {}/{} files, {rate:.1} files/s, {msg}",
+                s.done,
+                s.found
+            );
         }
     }
 

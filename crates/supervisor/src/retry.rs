@@ -21,22 +21,37 @@ pub fn hard_cap(max_attempts: u32) -> usize {
 
 /// Decides after the attempts in `history` (the last one is the newest failure).
 pub fn decide(history: &[Attempt], max_attempts: u32, base: Duration) -> Decision {
-    let Some(last) = history.last() else { return Decision::Fail };
+    let Some(last) = history.last() else {
+        return Decision::Fail;
+    };
     let count = |c: FailureClass| history.iter().filter(|a| a.failure.class == c).count() as u32;
-    let counted = history.iter().filter(|a| a.failure.class != FailureClass::Killed).count() as u32;
+    let counted = history
+        .iter()
+        .filter(|a| a.failure.class != FailureClass::Killed)
+        .count() as u32;
     if history.len() >= hard_cap(max_attempts) {
         return Decision::Quarantine;
     }
-    let retry = |alone| Decision::Retry { delay: backoff(base, counted), alone };
+    let retry = |alone| Decision::Retry {
+        delay: backoff(base, counted),
+        alone,
+    };
     match last.failure.class {
         FailureClass::Corrupt => Decision::Fail,
-        FailureClass::Killed => Decision::Retry { delay: Duration::ZERO, alone: false },
+        FailureClass::Killed => Decision::Retry {
+            delay: Duration::ZERO,
+            alone: false,
+        },
         FailureClass::Transient if counted >= max_attempts => Decision::Fail,
         FailureClass::Transient => retry(false),
-        FailureClass::Timeout if count(FailureClass::Timeout) >= 2 || counted >= max_attempts => Decision::Quarantine,
+        FailureClass::Timeout if count(FailureClass::Timeout) >= 2 || counted >= max_attempts => {
+            Decision::Quarantine
+        }
         FailureClass::Oom if counted >= max_attempts => Decision::Quarantine,
         FailureClass::Oom => retry(count(FailureClass::Oom) >= 2),
-        FailureClass::Crash | FailureClass::Protocol if counted >= max_attempts => Decision::Quarantine,
+        FailureClass::Crash | FailureClass::Protocol if counted >= max_attempts => {
+            Decision::Quarantine
+        }
         FailureClass::Timeout | FailureClass::Crash | FailureClass::Protocol => retry(false),
     }
 }
@@ -80,7 +95,10 @@ mod tests {
     #[test]
     fn oom_retries_then_alone_then_quarantine() {
         assert!(matches!(run(&[Oom]), Decision::Retry { alone: false, .. }));
-        assert!(matches!(run(&[Oom, Oom]), Decision::Retry { alone: true, .. }));
+        assert!(matches!(
+            run(&[Oom, Oom]),
+            Decision::Retry { alone: true, .. }
+        ));
         assert_eq!(run(&[Oom, Oom, Oom]), Decision::Quarantine);
     }
 
@@ -98,14 +116,20 @@ mod tests {
 
     #[test]
     fn kills_are_not_held_against_the_file_but_are_capped() {
-        assert!(matches!(run(&[Crash, Killed, Killed, Crash, Killed]), Decision::Retry { .. }));
+        assert!(matches!(
+            run(&[Crash, Killed, Killed, Crash, Killed]),
+            Decision::Retry { .. }
+        ));
         let many = vec![Killed; hard_cap(3)];
         assert_eq!(run(&many), Decision::Quarantine);
     }
 
     #[test]
     fn transient_fails_after_max() {
-        assert!(matches!(run(&[Transient, Transient]), Decision::Retry { .. }));
+        assert!(matches!(
+            run(&[Transient, Transient]),
+            Decision::Retry { .. }
+        ));
         assert_eq!(run(&[Transient, Transient, Transient]), Decision::Fail);
     }
 

@@ -22,9 +22,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use trackmill_types::procmem;
 use trackmill_types::{
-    Attempt, CheckPolicy, CleanText, ExitKind, Failure, FileStats, FromDb, FromWorker, Job, Outcome,
-    Record, RecordOutcome, Role, RunCounts, RunStatus, Stage, ToDb, ToWorker, Verdict, WorkerEvent,
-    ANALYZER_VERSION, PROTOCOL_VERSION,
+    Attempt, CheckPolicy, CleanText, ExitKind, Failure, FileStats, FromDb, FromWorker, Job,
+    Outcome, Record, RecordOutcome, Role, RunCounts, RunStatus, Stage, ToDb, ToWorker, Verdict,
+    WorkerEvent, ANALYZER_VERSION, PROTOCOL_VERSION,
 };
 
 /// How to start the children: the same binary with its hidden subcommands.
@@ -62,7 +62,9 @@ enum Phase {
     Starting,
     Running,
     /// Shutdown requested: no new work; in-flight files may finish until the deadline.
-    Draining { deadline: Instant },
+    Draining {
+        deadline: Instant,
+    },
     /// Workers are gone or going; closing the run in the database.
     Finishing,
     Done,
@@ -104,7 +106,10 @@ struct Supervisor {
 
 /// Runs one scan to completion (or interruption) and returns its summary.
 pub fn scan(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RunError::Spawn)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Spawn)?;
     rt.block_on(run(cfg, opts))
 }
 
@@ -119,7 +124,10 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     };
     let workers = cfg.worker_count();
     let mut sup = Supervisor {
-        policy: CheckPolicy { retry_failed: opts.retry_failed, analyzer_version: ANALYZER_VERSION },
+        policy: CheckPolicy {
+            retry_failed: opts.retry_failed,
+            analyzer_version: ANALYZER_VERSION,
+        },
         spawn: opts.spawn.clone(),
         events_tx: events_tx.clone(),
         slots: (0..workers).map(|_| None).collect(),
@@ -148,18 +156,32 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
         worker_rss: 0,
         cfg,
     };
-    sup.db.spawn(&events_tx).map_err(|e| RunError::DbWriter(e.to_string()))?;
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    sup.db
+        .spawn(&events_tx)
+        .map_err(|e| RunError::DbWriter(e.to_string()))?;
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     sup.db.send_control(ToDb::StartRun {
         host: CleanText::new(&host),
         pid: std::process::id(),
-        roots: opts.roots.iter().map(|r| trackmill_types::PathBytes::from_path(r).display()).collect(),
+        roots: opts
+            .roots
+            .iter()
+            .map(|r| trackmill_types::PathBytes::from_path(r).display())
+            .collect(),
     });
 
     let (scan_tx, mut scan_rx) = mpsc::channel::<ScanMsg>(1);
     let settings = ScanSettings {
         roots: opts.roots.clone(),
-        extensions: sup.cfg.library.extensions.iter().map(|e| e.to_ascii_lowercase()).collect(),
+        extensions: sup
+            .cfg
+            .library
+            .extensions
+            .iter()
+            .map(|e| e.to_ascii_lowercase())
+            .collect(),
         follow_symlinks: sup.cfg.library.follow_symlinks,
     };
     let mut scan_pending = Some((settings, scan_tx));
@@ -198,7 +220,12 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     }
     let mut s = std::mem::take(&mut sup.summary);
     s.run_id = sup.run_id;
-    s.status = if sup.interrupted { "interrupted" } else { "completed" }.into();
+    s.status = if sup.interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    }
+    .into();
     s.elapsed_s = sup.started.elapsed().as_secs_f64();
     s.db_writer_restarts = sup.db.restarts.saturating_sub(1);
     s.supervisor_peak_rss_bytes = procmem::peak_bytes();
@@ -206,7 +233,9 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Supervisor {
@@ -236,10 +265,14 @@ impl Supervisor {
         match self.phase {
             Phase::Starting | Phase::Running => {
                 let grace = self.cfg.service.shutdown_grace;
-                tracing::warn!("{name}: stopping; in-flight files get {grace:?} to finish (again to kill now)");
+                tracing::warn!(
+                    "{name}: stopping; in-flight files get {grace:?} to finish (again to kill now)"
+                );
                 self.interrupted = true;
                 self.scan_stop.store(true, Ordering::Relaxed);
-                self.phase = Phase::Draining { deadline: Instant::now() + grace };
+                self.phase = Phase::Draining {
+                    deadline: Instant::now() + grace,
+                };
             }
             _ => {
                 tracing::warn!("{name} again: killing workers now");
@@ -274,17 +307,41 @@ impl Supervisor {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Child { who: Who::DbWriter { gen }, msg } if gen == self.db.gen => self.on_db(msg),
-            Event::Exited { who: Who::DbWriter { gen }, status, last_stderr, .. } if gen == self.db.gen => {
-                self.on_db_exit(status, last_stderr)
-            }
-            Event::Child { who: Who::Worker { slot, gen }, msg } => {
-                if self.slots.get(slot).and_then(|s| s.as_ref()).is_some_and(|s| s.gen == gen) {
+            Event::Child {
+                who: Who::DbWriter { gen },
+                msg,
+            } if gen == self.db.gen => self.on_db(msg),
+            Event::Exited {
+                who: Who::DbWriter { gen },
+                status,
+                last_stderr,
+                ..
+            } if gen == self.db.gen => self.on_db_exit(status, last_stderr),
+            Event::Child {
+                who: Who::Worker { slot, gen },
+                msg,
+            } => {
+                if self
+                    .slots
+                    .get(slot)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| s.gen == gen)
+                {
                     self.on_worker_msg(slot, msg);
                 }
             }
-            Event::Exited { who: Who::Worker { slot, gen }, status, oom_message, last_stderr } => {
-                if self.slots.get(slot).and_then(|s| s.as_ref()).is_some_and(|s| s.gen == gen) {
+            Event::Exited {
+                who: Who::Worker { slot, gen },
+                status,
+                oom_message,
+                last_stderr,
+            } => {
+                if self
+                    .slots
+                    .get(slot)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| s.gen == gen)
+                {
                     self.on_worker_exit(slot, status, oom_message, last_stderr);
                 }
             }
@@ -305,12 +362,19 @@ impl Supervisor {
         match msg {
             FromDb::Hello(h) => {
                 if h.protocol != PROTOCOL_VERSION || h.role != Role::DbWriter {
-                    self.fatal = Some(format!("DB writer speaks protocol {} (expected {PROTOCOL_VERSION})", h.protocol));
+                    self.fatal = Some(format!(
+                        "DB writer speaks protocol {} (expected {PROTOCOL_VERSION})",
+                        h.protocol
+                    ));
                     self.phase = Phase::Done;
                     return;
                 }
                 if self.db.restarts > 0 {
-                    tracing::info!("DB writer {} is up; re-sending {} unacknowledged results", h.pid, self.db.unacked.len());
+                    tracing::info!(
+                        "DB writer {} is up; re-sending {} unacknowledged results",
+                        h.pid,
+                        self.db.unacked.len()
+                    );
                 }
                 self.db.on_hello((self.run_id != 0).then_some(self.run_id));
             }
@@ -323,9 +387,17 @@ impl Supervisor {
                 }
             }
             FromDb::CheckResult { query, verdicts } => {
-                let Some((q, files)) = self.db.check.take_if(|(q, _)| *q == query) else { return };
-                self.db.answered(|m| matches!(m, ToDb::Check { query: x, .. } if *x == q));
-                for (key, v) in files.into_iter().zip(verdicts.iter().copied().chain(std::iter::repeat(Verdict::Todo))) {
+                let Some((q, files)) = self.db.check.take_if(|(q, _)| *q == query) else {
+                    return;
+                };
+                self.db
+                    .answered(|m| matches!(m, ToDb::Check { query: x, .. } if *x == q));
+                for (key, v) in files.into_iter().zip(
+                    verdicts
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat(Verdict::Todo)),
+                ) {
                     match v {
                         Verdict::Todo => self.ready.push_back(FileJob::new(key)),
                         Verdict::Done => self.summary.skipped_unchanged += 1,
@@ -336,17 +408,23 @@ impl Supervisor {
                     }
                 }
             }
-            FromDb::Claimed { query, files, still_leased } => {
+            FromDb::Claimed {
+                query,
+                files,
+                still_leased,
+            } => {
                 if self.db.claim != Some(query) {
                     return;
                 }
                 self.db.claim = None;
-                self.db.answered(|m| matches!(m, ToDb::ClaimExpired { query: x, .. } if *x == query));
+                self.db
+                    .answered(|m| matches!(m, ToDb::ClaimExpired { query: x, .. } if *x == query));
                 if files.is_empty() {
                     if still_leased == 0 {
                         self.claims_done = true;
                     } else {
-                        self.claim_not_before = Instant::now() + (self.cfg.database.lease_ttl / 4).max(Duration::from_millis(200));
+                        self.claim_not_before = Instant::now()
+                            + (self.cfg.database.lease_ttl / 4).max(Duration::from_millis(200));
                     }
                 }
                 for key in files {
@@ -355,13 +433,19 @@ impl Supervisor {
                 }
             }
             FromDb::Acked { seqs } => self.db.ack(&seqs),
-            FromDb::Flushed { token } => self.db.answered(|m| matches!(m, ToDb::Flush { token: t } if *t == token)),
+            FromDb::Flushed { token } => self
+                .db
+                .answered(|m| matches!(m, ToDb::Flush { token: t } if *t == token)),
             FromDb::RunEnded { run_id } => {
-                self.db.answered(|m| matches!(m, ToDb::EndRun { run_id: r, .. } if *r == run_id));
+                self.db
+                    .answered(|m| matches!(m, ToDb::EndRun { run_id: r, .. } if *r == run_id));
             }
             FromDb::Error { message, retrying } => {
                 if retrying {
-                    tracing::warn!("database: {message} (retrying; {} results wait)", self.db.unacked.len());
+                    tracing::warn!(
+                        "database: {message} (retrying; {} results wait)",
+                        self.db.unacked.len()
+                    );
                 } else {
                     tracing::error!("database: {message}");
                 }
@@ -370,39 +454,67 @@ impl Supervisor {
     }
 
     fn on_db_exit(&mut self, status: std::process::ExitStatus, last: String) {
-        let clean = status.success() && self.phase == Phase::Finishing && self.end_sent && self.db.control.is_empty();
+        let clean = status.success()
+            && self.phase == Phase::Finishing
+            && self.end_sent
+            && self.db.control.is_empty();
         self.db.on_exit();
         if clean {
             self.phase = Phase::Done;
             return;
         }
-        tracing::warn!("DB writer {} ended ({}){}", self.db.pid, describe(status), if last.is_empty() { String::new() } else { format!(": {last}") });
+        tracing::warn!(
+            "DB writer {} ended ({}){}",
+            self.db.pid,
+            describe(status),
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(": {last}")
+            }
+        );
         if self.db.failed_starts >= 5 {
-            self.fatal = Some(format!("the DB writer died {} times before it was ready: {last}", self.db.failed_starts));
+            self.fatal = Some(format!(
+                "the DB writer died {} times before it was ready: {last}",
+                self.db.failed_starts
+            ));
             self.kill_all_now();
             self.phase = Phase::Done;
         }
     }
 
     fn on_worker_msg(&mut self, slot_ix: usize, msg: ChildMsg) {
-        let Some(slot) = self.slots[slot_ix].as_mut() else { return };
+        let Some(slot) = self.slots[slot_ix].as_mut() else {
+            return;
+        };
         match msg {
             ChildMsg::Worker(FromWorker::Hello(h)) => {
                 if h.protocol != PROTOCOL_VERSION || h.role != Role::Worker {
-                    tracing::error!("worker {} speaks protocol {} (expected {PROTOCOL_VERSION})", h.pid, h.protocol);
+                    tracing::error!(
+                        "worker {} speaks protocol {} (expected {PROTOCOL_VERSION})",
+                        h.pid,
+                        h.protocol
+                    );
                     self.kill(slot_ix, KillReason::Protocol);
                 } else if matches!(slot.state, SlotState::Starting) {
                     slot.state = SlotState::Idle;
                 }
             }
-            ChildMsg::Worker(FromWorker::Done { job_id, outcome, stats }) => {
-                let matches = matches!(&slot.state, SlotState::Busy { job_id: j, .. } if *j == job_id);
+            ChildMsg::Worker(FromWorker::Done {
+                job_id,
+                outcome,
+                stats,
+            }) => {
+                let matches =
+                    matches!(&slot.state, SlotState::Busy { job_id: j, .. } if *j == job_id);
                 if !matches {
                     tracing::error!("worker {} answered job {job_id} it was not given", slot.pid);
                     self.kill(slot_ix, KillReason::Protocol);
                     return;
                 }
-                let SlotState::Busy { job, started, .. } = std::mem::replace(&mut slot.state, SlotState::Idle) else {
+                let SlotState::Busy { job, started, .. } =
+                    std::mem::replace(&mut slot.state, SlotState::Idle)
+                else {
                     return;
                 };
                 slot.files_done += 1;
@@ -417,9 +529,17 @@ impl Supervisor {
         }
     }
 
-    fn on_result(&mut self, mut job: FileJob, outcome: Outcome, stats: FileStats, pid: u32, started: Instant) {
+    fn on_result(
+        &mut self,
+        mut job: FileJob,
+        outcome: Outcome,
+        stats: FileStats,
+        pid: u32,
+        started: Instant,
+    ) {
         self.summary.audio_s += stats.audio_s;
-        self.summary.worker_peak_rss_bytes = self.summary.worker_peak_rss_bytes.max(stats.peak_rss_bytes);
+        self.summary.worker_peak_rss_bytes =
+            self.summary.worker_peak_rss_bytes.max(stats.peak_rss_bytes);
         match outcome {
             Outcome::Analysed(a) => {
                 if a.partial {
@@ -444,8 +564,17 @@ impl Supervisor {
 
     /// Applies the retry policy to a file whose newest attempt failed.
     fn after_failure(&mut self, mut job: FileJob, stats: FileStats) {
-        let last = job.history.last().expect("a failure was just recorded").failure.clone();
-        match decide(&job.history, self.cfg.workers.max_attempts, self.cfg.workers.retry_backoff) {
+        let last = job
+            .history
+            .last()
+            .expect("a failure was just recorded")
+            .failure
+            .clone();
+        match decide(
+            &job.history,
+            self.cfg.workers.max_attempts,
+            self.cfg.workers.retry_backoff,
+        ) {
             Decision::Retry { delay, alone } => {
                 tracing::info!(
                     "retrying {:?} in {delay:?}{} after {} ({})",
@@ -463,7 +592,12 @@ impl Supervisor {
                 self.store(job, RecordOutcome::Failed(last), stats);
             }
             Decision::Quarantine => {
-                tracing::warn!("quarantined {:?} after {} attempts: {}", job.key.path, job.history.len(), last.message);
+                tracing::warn!(
+                    "quarantined {:?} after {} attempts: {}",
+                    job.key.path,
+                    job.history.len(),
+                    last.message
+                );
                 self.summary.quarantined += 1;
                 self.store(job, RecordOutcome::Quarantined(last), stats);
             }
@@ -471,16 +605,36 @@ impl Supervisor {
     }
 
     fn store(&mut self, job: FileJob, outcome: RecordOutcome, stats: FileStats) {
-        let record = Record { run_id: self.run_id, key: job.key, outcome, stats, attempts: job.history };
-        self.db.send_acked(|seq| ToDb::Store { seq, record: Box::new(record) });
+        let record = Record {
+            run_id: self.run_id,
+            key: job.key,
+            outcome,
+            stats,
+            attempts: job.history,
+        };
+        self.db.send_acked(|seq| ToDb::Store {
+            seq,
+            record: Box::new(record),
+        });
     }
 
-    fn on_worker_exit(&mut self, slot_ix: usize, status: std::process::ExitStatus, oom_message: bool, last: String) {
-        let Some(slot) = self.slots[slot_ix].take() else { return };
+    fn on_worker_exit(
+        &mut self,
+        slot_ix: usize,
+        status: std::process::ExitStatus,
+        oom_message: bool,
+        last: String,
+    ) {
+        let Some(slot) = self.slots[slot_ix].take() else {
+            return;
+        };
         let kind = classify(status, slot.kill.map(|k| k.0), oom_message);
         self.summary.add_exit(kind);
         let now = Instant::now();
-        if matches!(kind, ExitKind::Oom | ExitKind::Timeout | ExitKind::Crash | ExitKind::Protocol) {
+        if matches!(
+            kind,
+            ExitKind::Oom | ExitKind::Timeout | ExitKind::Crash | ExitKind::Protocol
+        ) {
             self.intensity.record_death(now);
         }
         let in_flight = match slot.state {
@@ -495,9 +649,19 @@ impl Supervisor {
                 describe(status)
             ),
             ExitKind::Timeout => {
-                format!("no result within {:?}; worker {} stopped ({})", self.cfg.workers.job_timeout, slot.pid, describe(status))
+                format!(
+                    "no result within {:?}; worker {} stopped ({})",
+                    self.cfg.workers.job_timeout,
+                    slot.pid,
+                    describe(status)
+                )
             }
-            _ => format!("worker {} {} ({})", slot.pid, kind.as_str(), describe(status)),
+            _ => format!(
+                "worker {} {} ({})",
+                slot.pid,
+                kind.as_str(),
+                describe(status)
+            ),
         };
         if !last.is_empty() && kind != ExitKind::Recycled && kind != ExitKind::Stopped {
             message.push_str(": ");
@@ -505,7 +669,13 @@ impl Supervisor {
         }
         match kind {
             ExitKind::Recycled | ExitKind::Stopped => tracing::debug!("{message}"),
-            _ => tracing::warn!("{message}{}", in_flight.as_ref().map_or(String::new(), |(j, _)| format!(" while on {:?}", j.key.path))),
+            _ => tracing::warn!(
+                "{message}{}",
+                in_flight.as_ref().map_or(String::new(), |(j, _)| format!(
+                    " while on {:?}",
+                    j.key.path
+                ))
+            ),
         }
         if !matches!(kind, ExitKind::Recycled | ExitKind::Stopped) || in_flight.is_some() {
             let event = WorkerEvent {
@@ -554,7 +724,9 @@ impl Supervisor {
         self.on_db_restart_due();
         // Deadlines and the termination ladder.
         for ix in 0..self.slots.len() {
-            let Some(s) = self.slots[ix].as_mut() else { continue };
+            let Some(s) = self.slots[ix].as_mut() else {
+                continue;
+            };
             if let Some((_, since)) = s.kill {
                 if !s.sigkill_sent && now.duration_since(since) >= self.cfg.workers.kill_grace {
                     s.sigkill_sent = true;
@@ -568,7 +740,12 @@ impl Supervisor {
         }
         if now.duration_since(self.last_pressure_poll) >= self.cfg.memory.poll_interval {
             self.last_pressure_poll = now;
-            self.worker_rss = self.slots.iter().flatten().map(|s| procmem::rss_bytes(s.pid)).sum();
+            self.worker_rss = self
+                .slots
+                .iter()
+                .flatten()
+                .map(|s| procmem::rss_bytes(s.pid))
+                .sum();
             if let Action::KillLargest = self.pressure.poll(self.target_workers(), now) {
                 self.kill_largest();
             }
@@ -594,7 +771,10 @@ impl Supervisor {
             }
         }
         if self.phase == Phase::Finishing && self.finish_deadline.is_some_and(|d| now >= d) {
-            tracing::error!("DB writer did not finish in time; {} results not confirmed", self.db.unacked.len());
+            tracing::error!(
+                "DB writer did not finish in time; {} results not confirmed",
+                self.db.unacked.len()
+            );
             signal_group(self.db.pid, Signal::SIGKILL);
             self.phase = Phase::Done;
         }
@@ -607,10 +787,18 @@ impl Supervisor {
             return;
         }
         let largest = (0..self.slots.len())
-            .filter_map(|ix| self.slots[ix].as_ref().filter(|s| s.is_busy() && s.kill.is_none()).map(|s| (ix, procmem::rss_bytes(s.pid))))
+            .filter_map(|ix| {
+                self.slots[ix]
+                    .as_ref()
+                    .filter(|s| s.is_busy() && s.kill.is_none())
+                    .map(|s| (ix, procmem::rss_bytes(s.pid)))
+            })
             .max_by_key(|(_, rss)| *rss);
         if let Some((ix, rss)) = largest {
-            tracing::warn!("memory critical: killing the largest worker ({}); its file is requeued", crate::units::format_size(rss));
+            tracing::warn!(
+                "memory critical: killing the largest worker ({}); its file is requeued",
+                crate::units::format_size(rss)
+            );
             self.kill(ix, KillReason::Killed);
         }
     }
@@ -658,7 +846,11 @@ impl Supervisor {
             self.stop_idle_workers();
             if self.alive() == 0 && !self.end_sent {
                 self.end_sent = true;
-                let status = if self.interrupted { RunStatus::Interrupted } else { RunStatus::Completed };
+                let status = if self.interrupted {
+                    RunStatus::Interrupted
+                } else {
+                    RunStatus::Completed
+                };
                 let counts = RunCounts {
                     files_seen: self.summary.files_seen,
                     analyzed: self.summary.analyzed,
@@ -666,12 +858,22 @@ impl Supervisor {
                     quarantined: self.summary.quarantined,
                     skipped_unchanged: self.summary.skipped_unchanged,
                 };
-                self.db.send_control(ToDb::EndRun { run_id: self.run_id, status, counts });
+                self.db.send_control(ToDb::EndRun {
+                    run_id: self.run_id,
+                    status,
+                    counts,
+                });
                 self.flush_token += 1;
-                self.db.send_control(ToDb::Flush { token: self.flush_token });
+                self.db.send_control(ToDb::Flush {
+                    token: self.flush_token,
+                });
                 self.finish_deadline = Some(Instant::now() + DB_FLUSH_LIMIT);
             }
-            if self.end_sent && self.db.control.is_empty() && self.db.unacked.is_empty() && self.db.ready {
+            if self.end_sent
+                && self.db.control.is_empty()
+                && self.db.unacked.is_empty()
+                && self.db.ready
+            {
                 self.db.close();
             }
             if self.end_sent && !self.db.alive && self.db.restart_at.is_none() {
@@ -690,7 +892,11 @@ impl Supervisor {
     }
 
     fn maybe_claim(&mut self) {
-        let idle = self.scan_done && self.db.check.is_none() && self.ready.is_empty() && self.retries.is_empty() && self.busy() == 0;
+        let idle = self.scan_done
+            && self.db.check.is_none()
+            && self.ready.is_empty()
+            && self.retries.is_empty()
+            && self.busy() == 0;
         if !idle || self.claims_done || self.db.claim.is_some() || !self.db.ready {
             return;
         }
@@ -699,7 +905,8 @@ impl Supervisor {
             return;
         }
         if Instant::now() >= self.claim_not_before {
-            self.db.send_claim(self.policy, self.cfg.queue_depth() as u32);
+            self.db
+                .send_claim(self.policy, self.cfg.queue_depth() as u32);
         }
     }
 
@@ -707,7 +914,9 @@ impl Supervisor {
         let now = Instant::now();
         let wanted = self.pressure.limit.min(self.target_workers());
         while self.alive() < wanted && self.intensity.may_spawn(now) {
-            let Some(ix) = self.slots.iter().position(|s| s.is_none()) else { break };
+            let Some(ix) = self.slots.iter().position(|s| s.is_none()) else {
+                break;
+            };
             if let Err(e) = self.spawn_worker(ix) {
                 tracing::error!("cannot spawn a worker: {e}");
                 self.intensity.record_death(now);
@@ -733,10 +942,22 @@ impl Supervisor {
         let pid = spawned.pid;
         let gen = self.next_gen;
         self.next_gen += 1;
-        let tx = attach::<_, ToWorker>(spawned, Who::Worker { slot: ix, gen }, self.events_tx.clone(), ChildMsg::Worker)?;
+        let tx = attach::<_, ToWorker>(
+            spawned,
+            Who::Worker { slot: ix, gen },
+            self.events_tx.clone(),
+            ChildMsg::Worker,
+        )?;
         tracing::debug!("worker {pid} started in slot {ix}");
-        self.slots[ix] =
-            Some(Slot { gen, pid, tx, state: SlotState::Starting, files_done: 0, kill: None, sigkill_sent: false });
+        self.slots[ix] = Some(Slot {
+            gen,
+            pid,
+            tx,
+            state: SlotState::Starting,
+            files_done: 0,
+            kill: None,
+            sigkill_sent: false,
+        });
         Ok(())
     }
 
@@ -767,11 +988,29 @@ impl Supervisor {
         let limit = self.pressure.limit.min(self.target_workers());
         loop {
             let busy = self.busy();
-            if busy >= limit || self.slots.iter().flatten().any(|s| matches!(&s.state, SlotState::Busy { job, .. } if job.alone)) {
+            if busy >= limit
+                || self
+                    .slots
+                    .iter()
+                    .flatten()
+                    .any(|s| matches!(&s.state, SlotState::Busy { job, .. } if job.alone))
+            {
                 return;
             }
-            let due = self.retries.iter().enumerate().filter(|(_, j)| j.not_before <= now).min_by_key(|(_, j)| j.not_before).map(|(i, _)| i);
-            let Some(ix) = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.is_idle())) else { return };
+            let due = self
+                .retries
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.not_before <= now)
+                .min_by_key(|(_, j)| j.not_before)
+                .map(|(i, _)| i);
+            let Some(ix) = self
+                .slots
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.is_idle()))
+            else {
+                return;
+            };
             let job = match due {
                 Some(i) if self.retries[i].alone && busy > 0 => return,
                 Some(i) => self.retries.swap_remove(i),
@@ -788,11 +1027,22 @@ impl Supervisor {
         let id = self.next_job_id;
         self.next_job_id += 1;
         let deadline = now + self.cfg.workers.job_timeout;
-        let slot = self.slots[ix].as_mut().expect("dispatch picked a live slot");
-        let msg = ToWorker::Job(Job { id, path: job.key.path.clone(), attempt: job.history.len() as u32 + 1 });
+        let slot = self.slots[ix]
+            .as_mut()
+            .expect("dispatch picked a live slot");
+        let msg = ToWorker::Job(Job {
+            id,
+            path: job.key.path.clone(),
+            attempt: job.history.len() as u32 + 1,
+        });
         tracing::debug!(worker = slot.pid, job = id, "dispatch {:?}", job.key.path);
         let _ = slot.tx.send(msg);
-        slot.state = SlotState::Busy { job, job_id: id, started: now, deadline };
+        slot.state = SlotState::Busy {
+            job,
+            job_id: id,
+            started: now,
+            deadline,
+        };
     }
 }
 
@@ -804,4 +1054,3 @@ impl Drop for Supervisor {
         }
     }
 }
-

@@ -33,7 +33,11 @@ pub struct ScanSettings {
 }
 
 /// Starts the scanner thread. Dropping the receiver (or setting `stop`) ends it.
-pub fn start(settings: ScanSettings, tx: mpsc::Sender<ScanMsg>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+pub fn start(
+    settings: ScanSettings,
+    tx: mpsc::Sender<ScanMsg>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("scanner".into())
         .spawn(move || walk(settings, tx, stop))
@@ -45,7 +49,9 @@ fn wanted(name: &OsStr, exts: &[String]) -> bool {
         return true;
     }
     let bytes = name.as_bytes();
-    let Some(dot) = bytes.iter().rposition(|&b| b == b'.') else { return false };
+    let Some(dot) = bytes.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
     let ext = &bytes[dot + 1..];
     exts.iter().any(|e| e.as_bytes().eq_ignore_ascii_case(ext))
 }
@@ -54,7 +60,9 @@ fn walk(settings: ScanSettings, tx: mpsc::Sender<ScanMsg>, stop: Arc<AtomicBool>
     let mut batch: Vec<FileKey> = Vec::with_capacity(BATCH);
     let mut first_at = Instant::now();
     for root in &settings.roots {
-        let walker = walkdir::WalkDir::new(root).follow_links(settings.follow_symlinks).into_iter();
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(settings.follow_symlinks)
+            .into_iter();
         for entry in walker {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -63,8 +71,16 @@ fn walk(settings: ScanSettings, tx: mpsc::Sender<ScanMsg>, stop: Arc<AtomicBool>
                 Ok(e) => e,
                 Err(e) => {
                     let msg = match e.loop_ancestor() {
-                        Some(anc) => format!("symlink loop at {} (back to {})", lossy(e.path()), anc.display()),
-                        None => format!("cannot read {}: {}", lossy(e.path()), e.io_error().map_or(e.to_string(), |io| io.to_string())),
+                        Some(anc) => format!(
+                            "symlink loop at {} (back to {})",
+                            lossy(e.path()),
+                            anc.display()
+                        ),
+                        None => format!(
+                            "cannot read {}: {}",
+                            lossy(e.path()),
+                            e.io_error().map_or(e.to_string(), |io| io.to_string())
+                        ),
                     };
                     if tx.blocking_send(ScanMsg::Error(msg)).is_err() {
                         return;
@@ -78,7 +94,13 @@ fn walk(settings: ScanSettings, tx: mpsc::Sender<ScanMsg>, stop: Arc<AtomicBool>
             let meta = match entry.metadata() {
                 Ok(m) => m,
                 Err(e) => {
-                    if tx.blocking_send(ScanMsg::Error(format!("cannot stat {}: {e}", lossy(Some(entry.path()))))).is_err() {
+                    if tx
+                        .blocking_send(ScanMsg::Error(format!(
+                            "cannot stat {}: {e}",
+                            lossy(Some(entry.path()))
+                        )))
+                        .is_err()
+                    {
                         return;
                     }
                     continue;
@@ -90,7 +112,10 @@ fn walk(settings: ScanSettings, tx: mpsc::Sender<ScanMsg>, stop: Arc<AtomicBool>
             batch.push(FileKey {
                 path: PathBytes::from_path(entry.path()),
                 size: meta.len(),
-                mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+                mtime_ns: meta
+                    .mtime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(meta.mtime_nsec()),
             });
             if batch.len() >= BATCH || first_at.elapsed() >= FLUSH_AFTER {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -107,7 +132,10 @@ fn walk(settings: ScanSettings, tx: mpsc::Sender<ScanMsg>, stop: Arc<AtomicBool>
 }
 
 fn lossy(p: Option<&std::path::Path>) -> String {
-    p.map_or_else(|| "?".into(), |p| String::from_utf8_lossy(p.as_os_str().as_bytes()).into_owned())
+    p.map_or_else(
+        || "?".into(),
+        |p| String::from_utf8_lossy(p.as_os_str().as_bytes()).into_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -118,7 +146,11 @@ mod tests {
     fn collect(root: &std::path::Path, exts: Vec<String>) -> (Vec<FileKey>, Vec<String>) {
         let (tx, mut rx) = mpsc::channel(2);
         let h = start(
-            ScanSettings { roots: vec![root.to_path_buf()], extensions: exts, follow_symlinks: true },
+            ScanSettings {
+                roots: vec![root.to_path_buf()],
+                extensions: exts,
+                follow_symlinks: true,
+            },
             tx,
             Arc::new(AtomicBool::new(false)),
         );
@@ -160,7 +192,11 @@ mod tests {
         }
         let (tx, mut rx) = mpsc::channel(1);
         let h = start(
-            ScanSettings { roots: vec![dir.path().into()], extensions: vec!["wav".into()], follow_symlinks: false },
+            ScanSettings {
+                roots: vec![dir.path().into()],
+                extensions: vec!["wav".into()],
+                follow_symlinks: false,
+            },
             tx,
             Arc::new(AtomicBool::new(false)),
         );

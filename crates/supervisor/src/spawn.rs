@@ -60,16 +60,27 @@ pub fn spawn_child(spec: &ChildSpec) -> std::io::Result<Spawned> {
             if libc::setpgid(0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody would kill us.
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
-            for (resource, limit) in [(libc::RLIMIT_AS, as_limit), (libc::RLIMIT_DATA, data_limit)] {
+            for (resource, limit) in [(libc::RLIMIT_AS, as_limit), (libc::RLIMIT_DATA, data_limit)]
+            {
                 if limit > 0 {
-                    let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
                     if libc::setrlimit(resource, &rl) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -81,7 +92,11 @@ pub fn spawn_child(spec: &ChildSpec) -> std::io::Result<Spawned> {
     let child = cmd.spawn()?;
     drop(theirs);
     let pid = child.id().unwrap_or(0);
-    Ok(Spawned { child, pid, channel: ours })
+    Ok(Spawned {
+        child,
+        pid,
+        channel: ours,
+    })
 }
 
 /// Sends `sig` to the process group led by `pid` (children run in their own group).

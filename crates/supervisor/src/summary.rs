@@ -58,9 +58,17 @@ impl Summary {
     }
 
     pub fn line(&self) -> String {
-        let failed: Vec<String> = self.failed.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let exits: Vec<String> =
-            self.worker_exits.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+        let failed: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let exits: Vec<String> = self
+            .worker_exits
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!(
             "{}: {} files seen, {} analysed, {} unchanged, {} failed [{}], {} quarantined, {} unfinished; worker exits [{}]; {:.1}s, {:.0}s of audio",
             self.status,

@@ -6,9 +6,13 @@ use std::time::Duration;
 /// Parses a size such as `512MiB`, `1GiB`, `2G`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?} (write e.g. 512MiB or 1GiB)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (write e.g. 512MiB or 1GiB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -18,7 +22,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" => 1_000_000_000,
         "gib" | "gi" => 1 << 30,
         "tib" | "ti" => 1 << 40,
-        other => return Err(format!("invalid size unit {other:?} in {s:?} (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?} (use B, KiB, MiB, GiB)"
+            ))
+        }
     };
     if n < 0.0 {
         return Err(format!("size {s:?} is negative"));
@@ -29,15 +37,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Parses a duration such as `90s`, `5m`, `1h`, `250ms`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (write e.g. 90s or 5m)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (write e.g. 90s or 5m)"))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m, h)")),
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?} (use ms, s, m, h)"
+            ))
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }

@@ -6,8 +6,14 @@ use tracing_subscriber::EnvFilter;
 /// Logging of the hidden child subcommands: warnings and errors only, no colours (the supervisor
 /// relays each line).
 pub fn init_child() {
-    let filter = EnvFilter::try_from_env("TRACKMILL_LOG").unwrap_or_else(|_| EnvFilter::new("warn,symphonia=off"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).without_time().init();
+    let filter = EnvFilter::try_from_env("TRACKMILL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,symphonia=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .init();
 }
 
 pub fn init(verbose: u8, format: &str) {
@@ -16,8 +22,11 @@ pub fn init(verbose: u8, format: &str) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("TRACKMILL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("TRACKMILL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

@@ -30,7 +30,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "trackmill", version, about = "Analyse whole music libraries without running out of memory")]
+#[command(
+    name = "trackmill",
+    version,
+    about = "Analyse whole music libraries without running out of memory"
+)]
 struct Cli {
     /// More log output (-v debug, -vv trace); TRACKMILL_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -115,11 +119,19 @@ fn main() -> ExitCode {
             logging::init_child();
             // SAFETY: the supervisor placed our channel on fd 3 before exec; nothing else owns it.
             let chan = unsafe { UnixStream::from_raw_fd(3) };
-            let cfg = trackmill_worker::WorkerConfig { recycle_after, engine: Default::default() };
+            let cfg = trackmill_worker::WorkerConfig {
+                recycle_after,
+                engine: Default::default(),
+            };
             let code = trackmill_worker::run(chan, cfg);
             std::process::exit(code);
         }
-        Cmd::DbWriter { db, batch_size, batch_ms, lease_ttl_s } => {
+        Cmd::DbWriter {
+            db,
+            batch_size,
+            batch_ms,
+            lease_ttl_s,
+        } => {
             logging::init_child();
             // SAFETY: as for the worker.
             let chan = unsafe { UnixStream::from_raw_fd(3) };
@@ -130,7 +142,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(exit::BAD_DB);
                 }
             };
-            let opts = trackmill_dbwriter::WriterOptions { batch_max: batch_size, batch_ms, lease_ttl_s };
+            let opts = trackmill_dbwriter::WriterOptions {
+                batch_max: batch_size,
+                batch_ms,
+                lease_ttl_s,
+            };
             match trackmill_dbwriter::run(&url, chan, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -218,8 +234,16 @@ fn scan(a: ScanArgs) -> ExitCode {
         }
     }
     for (opt, val, slot) in [
-        ("--job-timeout", &a.job_timeout, &mut cfg.workers.job_timeout),
-        ("--shutdown-grace", &a.shutdown_grace, &mut cfg.service.shutdown_grace),
+        (
+            "--job-timeout",
+            &a.job_timeout,
+            &mut cfg.workers.job_timeout,
+        ),
+        (
+            "--shutdown-grace",
+            &a.shutdown_grace,
+            &mut cfg.service.shutdown_grace,
+        ),
     ] {
         if let Some(s) = val {
             match parse_duration(s) {
@@ -264,7 +288,11 @@ fn scan(a: ScanArgs) -> ExitCode {
     };
     let url_text = match &url {
         DbUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
-        _ => a.db.clone().or_else(|| Some(cfg.database.url.clone())).unwrap_or_default(),
+        _ => {
+            a.db.clone()
+                .or_else(|| Some(cfg.database.url.clone()))
+                .unwrap_or_default()
+        }
     };
     let db_args: Vec<OsString> = vec![
         "db-writer".into(),
@@ -277,14 +305,34 @@ fn scan(a: ScanArgs) -> ExitCode {
         "--lease-ttl-s".into(),
         cfg.database.lease_ttl.as_secs().max(1).to_string().into(),
     ];
-    let passthrough = ["TRACKMILL_FAULT_INJECTION", "TRACKMILL_LOG", "TRACKMILL_ORT_LIB"];
+    let passthrough = [
+        "TRACKMILL_FAULT_INJECTION",
+        "TRACKMILL_LOG",
+        "TRACKMILL_ORT_LIB",
+    ];
     let worker_env = passthrough
         .iter()
         .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
         .collect();
-    let spawn = SpawnSpec { exe, worker_args: vec!["worker".into()], worker_env, db_args, gpu: cfg.analysis.gpu };
-    tracing::info!("scanning {} root(s) into {} with {} workers", roots.len(), url.redacted(), cfg.worker_count());
-    let opts = ScanOptions { roots, retry_failed: a.retry_failed, progress: !a.no_progress, spawn };
+    let spawn = SpawnSpec {
+        exe,
+        worker_args: vec!["worker".into()],
+        worker_env,
+        db_args,
+        gpu: cfg.analysis.gpu,
+    };
+    tracing::info!(
+        "scanning {} root(s) into {} with {} workers",
+        roots.len(),
+        url.redacted(),
+        cfg.worker_count()
+    );
+    let opts = ScanOptions {
+        roots,
+        retry_failed: a.retry_failed,
+        progress: !a.no_progress,
+        spawn,
+    };
     match trackmill_supervisor::scan(cfg, opts) {
         Ok(summary) => {
             eprintln!("trackmill: {}", summary.line());

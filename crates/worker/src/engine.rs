@@ -19,7 +19,9 @@ pub struct AnalysisSettings {
 
 impl Default for AnalysisSettings {
     fn default() -> Self {
-        AnalysisSettings { analysis_rate: Options::default().analysis_rate }
+        AnalysisSettings {
+            analysis_rate: Options::default().analysis_rate,
+        }
     }
 }
 
@@ -29,7 +31,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: &EngineConfig) -> Self {
-        let opts = Options { analysis_rate: cfg.analysis.analysis_rate, ..Options::default() };
+        let opts = Options {
+            analysis_rate: cfg.analysis.analysis_rate,
+            ..Options::default()
+        };
         Engine { opts }
     }
 
@@ -48,7 +53,11 @@ impl Engine {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
-                let f = Failure::new(FailureClass::Corrupt, Stage::Decode, format!("analysis panicked: {msg}"));
+                let f = Failure::new(
+                    FailureClass::Corrupt,
+                    Stage::Decode,
+                    format!("analysis panicked: {msg}"),
+                );
                 (Outcome::Failed(f), StageTimes::default(), 0.0)
             }
         }

@@ -25,7 +25,9 @@ pub fn maybe_inject(path: &Path) {
         Ok(n) => n,
         Err(_) => return,
     };
-    let Some(rest) = head[..n].strip_prefix(MAGIC) else { return };
+    let Some(rest) = head[..n].strip_prefix(MAGIC) else {
+        return;
+    };
     let line = String::from_utf8_lossy(rest);
     let line = line.lines().next().unwrap_or("").trim().to_string();
     let (kind, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
@@ -47,8 +49,12 @@ pub fn maybe_inject(path: &Path) {
             }
         }
         "segv" => {
-            // SAFETY: raising a signal in this process; the default action ends it.
-            unsafe { libc::raise(libc::SIGSEGV) };
+            // SAFETY: restoring the default action (the Rust runtime installs its own handler for
+            // stack overflows) and raising the signal in this process, which ends it.
+            unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            }
         }
         "abort" => std::process::abort(),
         "block-while" => {

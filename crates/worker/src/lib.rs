@@ -5,9 +5,9 @@ mod engine;
 mod faults;
 
 use std::os::unix::net::UnixStream;
-use trackmill_types::procmem as rss;
 use std::time::Instant;
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+use trackmill_types::procmem as rss;
 use trackmill_types::{FileStats, FromWorker, Hello, Role, ToWorker};
 
 pub use engine::{Engine, EngineConfig};
@@ -59,7 +59,11 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
             stages,
             peak_rss_bytes: rss::peak_bytes(),
         };
-        let reply = FromWorker::Done { job_id: job.id, outcome, stats };
+        let reply = FromWorker::Done {
+            job_id: job.id,
+            outcome,
+            stats,
+        };
         if let Err(e) = write_frame(&mut chan, &reply) {
             tracing::error!("worker: could not send result: {e}");
             return EXIT_PROTOCOL;

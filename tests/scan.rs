@@ -1,0 +1,160 @@
+//! End-to-end scans of the real binary: hostile libraries, worker deaths of every class, resume.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use trackmill_e2e::*;
+
+fn hostile_library(dir: &Path) {
+    tone(&dir.join("a.flac"), 440, 4);
+    tone(&dir.join("b.mp3"), 220, 4);
+    tone(&dir.join("c.ogg"), 330, 3);
+    tone(&dir.join("d.wav"), 550, 3);
+    let flac = std::fs::read(dir.join("a.flac")).unwrap();
+    std::fs::write(dir.join("truncated.flac"), &flac[..flac.len() / 2]).unwrap();
+    std::fs::write(dir.join("headeronly.flac"), &flac[..40]).unwrap();
+    std::fs::write(
+        dir.join("garbage.mp3"),
+        (0..20000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("empty.wav"), b"").unwrap();
+    std::fs::copy(dir.join("a.flac"), dir.join("wrong-extension.mp3")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"non-utf8-\xff\xfe.mp3");
+    std::fs::copy(dir.join("b.mp3"), dir.join(odd)).unwrap();
+    // NUL and control bytes in tags.
+    let tagged = dir.join("tagged.mp3");
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(dir.join("b.mp3"))
+        .args([
+            "-metadata",
+            "title=bad\u{1}title\u{7}",
+            "-metadata",
+            "artist=x\u{1b}[31my",
+            "-c",
+            "copy",
+        ])
+        .arg(&tagged)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut bytes = std::fs::read(&tagged).unwrap();
+    if let Some(pos) = bytes.windows(3).position(|w| w == b"bad") {
+        bytes[pos + 1] = 0; // a NUL inside the title frame
+    }
+    std::fs::write(&tagged, bytes).unwrap();
+}
+
+#[test]
+fn hostile_library_every_file_accounted_and_resume_skips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    hostile_library(&lib);
+    let db = tmp.path().join("t.db");
+    let (out, s) = scan(&lib, &db, &["--workers", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(n(&s, "files_seen"), 11, "{s:#}");
+    assert_accounted(&s);
+    assert_eq!(n(&s, "quarantined"), 0, "{s:#}");
+    // Healthy files (including the mislabelled one and the non-UTF-8 name) are analysed.
+    assert!(n(&s, "analyzed") >= 8, "{s:#}");
+    assert!(s["failed"]["corrupt"].as_u64().unwrap() >= 3, "{s:#}");
+    let t = stored(&db, &lib.join("tagged.mp3"));
+    assert_eq!(t["status"], "analyzed", "{t:#}");
+    let title = t["title"].as_str().unwrap_or("");
+    assert!(
+        !title.bytes().any(|b| b < 0x20 && b != b'\t'),
+        "title {title:?}"
+    );
+    let g = stored(&db, &lib.join("garbage.mp3"));
+    assert_eq!(g["status"], "failed");
+
+    let (_, again) = scan(&lib, &db, &["--workers", "2"]);
+    assert_eq!(n(&again, "analyzed"), 0, "{again:#}");
+    assert_eq!(n(&again, "skipped_unchanged"), 11, "{again:#}");
+    assert_accounted(&again);
+
+    // A changed file is analysed again.
+    tone(&lib.join("d.wav"), 660, 2);
+    let (_, third) = scan(&lib, &db, &["--workers", "2"]);
+    assert_eq!(n(&third, "analyzed"), 1, "{third:#}");
+}
+
+#[test]
+fn worker_deaths_are_classified_and_poison_is_quarantined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    for i in 0..6 {
+        tone(&lib.join(format!("good{i}.flac")), 200 + 50 * i, 2);
+    }
+    std::fs::write(lib.join("segv.mp3"), b"TRACKMILL-FAULT segv\n").unwrap();
+    std::fs::write(lib.join("abort.mp3"), b"TRACKMILL-FAULT abort\n").unwrap();
+    std::fs::write(lib.join("oom.mp3"), b"TRACKMILL-FAULT alloc\n").unwrap();
+    std::fs::write(lib.join("hang.mp3"), b"TRACKMILL-FAULT hang-ignore-term\n").unwrap();
+    let db = tmp.path().join("t.db");
+    let (out, s) = scan(
+        &lib,
+        &db,
+        &[
+            "--workers",
+            "2",
+            "--memory-limit",
+            "256MiB",
+            "--job-timeout",
+            "2s",
+            "--max-attempts",
+            "3",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_accounted(&s);
+    assert_eq!(n(&s, "analyzed"), 6, "{s:#}\n{err}");
+    assert_eq!(n(&s, "quarantined"), 4, "{s:#}\n{err}");
+    let exits = &s["worker_exits"];
+    assert_eq!(exits["crash"], 6, "segv and abort: 3 attempts each: {s:#}");
+    assert_eq!(exits["oom"], 3, "{s:#}\n{err}");
+    assert_eq!(exits["timeout"], 2, "a hang is retried once: {s:#}");
+    let oom = stored(&db, &lib.join("oom.mp3"));
+    assert_eq!(oom["status"], "quarantined", "{oom:#}");
+    let attempts = oom["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{oom:#}");
+    let hang = stored(&db, &lib.join("hang.mp3"));
+    assert_eq!(hang["attempts"].as_array().unwrap().len(), 2, "{hang:#}");
+}
+
+#[test]
+fn bad_root_config_and_db_give_documented_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let missing = tmp.path().join("nope");
+    assert_eq!(
+        run(&["scan", missing.to_str().unwrap()]).status.code(),
+        Some(4)
+    );
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[workers]\ncuont = 2\n").unwrap();
+    let out = run(&[
+        "scan",
+        tmp.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cuont"));
+    let out = run(&["scan", tmp.path().to_str().unwrap(), "--db", "mysql://x"]);
+    assert_eq!(out.status.code(), Some(3));
+}
