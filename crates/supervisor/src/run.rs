@@ -243,6 +243,14 @@ impl Supervisor {
         self.slots.len()
     }
 
+    /// True when `slot` still holds the worker process of generation `gen`.
+    fn is_current(&self, slot: usize, gen: u64) -> bool {
+        self.slots
+            .get(slot)
+            .and_then(|s| s.as_ref())
+            .is_some_and(|s| s.gen == gen)
+    }
+
     fn busy(&self) -> usize {
         self.slots.iter().flatten().filter(|s| s.is_busy()).count()
     }
@@ -321,12 +329,7 @@ impl Supervisor {
                 who: Who::Worker { slot, gen },
                 msg,
             } => {
-                if self
-                    .slots
-                    .get(slot)
-                    .and_then(|s| s.as_ref())
-                    .is_some_and(|s| s.gen == gen)
-                {
+                if self.is_current(slot, gen) {
                     self.on_worker_msg(slot, msg);
                 }
             }
@@ -336,12 +339,7 @@ impl Supervisor {
                 oom_message,
                 last_stderr,
             } => {
-                if self
-                    .slots
-                    .get(slot)
-                    .and_then(|s| s.as_ref())
-                    .is_some_and(|s| s.gen == gen)
-                {
+                if self.is_current(slot, gen) {
                     self.on_worker_exit(slot, status, oom_message, last_stderr);
                 }
             }

@@ -3,16 +3,20 @@
 
 use std::time::Duration;
 
-/// Parses a size such as `512MiB`, `1GiB`, `2G`, `1048576`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// Splits `12.5MiB` into its number and unit; `None` when the number does not parse.
+fn split_number(s: &str) -> Option<(f64, &str)> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (write e.g. 512MiB or 1GiB)"))?;
+    Some((num.parse().ok()?, unit))
+}
+
+/// Parses a size such as `512MiB`, `1GiB`, `2G`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (n, unit) =
+        split_number(s).ok_or_else(|| format!("invalid size {s:?} (write e.g. 512MiB or 1GiB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -36,14 +40,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration such as `90s`, `5m`, `1h`, `250ms`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (write e.g. 90s or 5m)"))?;
+    let (n, unit) =
+        split_number(s).ok_or_else(|| format!("invalid duration {s:?} (write e.g. 90s or 5m)"))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
