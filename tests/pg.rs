@@ -222,14 +222,27 @@ fn two_hosts_share_a_library_and_analyse_each_file_once() {
     let mut a = Running::start(scan_command(&lib, &url, &sa, &["--workers", "1"]));
     let mut b = Running::start(scan_command(&lib, &url, &sb, &["--workers", "1"]));
     let (pa, pb) = (a.pid(), b.pid());
-    assert_success(&mut a, Duration::from_secs(600), "host a");
-    assert_success(&mut b, Duration::from_secs(600), "host b");
+    let (mut end_a, mut end_b) = (None, None);
+    wait_for("both hosts to finish", Duration::from_secs(600), || {
+        if end_a.is_none() && a.exited().is_some() {
+            end_a = Some(Instant::now());
+        }
+        if end_b.is_none() && b.exited().is_some() {
+            end_b = Some(Instant::now());
+        }
+        end_a.is_some() && end_b.is_some()
+    });
+    assert_success(&mut a, Duration::from_secs(1), "host a");
+    assert_success(&mut b, Duration::from_secs(1), "host b");
+    // The host that runs out of files first waits only for the leases the other still holds.
+    let (ea, eb) = (end_a.unwrap(), end_b.unwrap());
+    let gap = ea.max(eb) - ea.min(eb);
     let (va, vb) = (read_summary(&sa).unwrap(), read_summary(&sb).unwrap());
     assert_accounted(&va);
     assert_accounted(&vb);
     let (na, nb) = (n(&va, "analyzed"), n(&vb, "analyzed"));
     eprintln!(
-        "two hosts: a analysed {na} in {:.1}s, b analysed {nb} in {:.1}s",
+        "two hosts: a analysed {na} in {:.1}s, b analysed {nb} in {:.1}s; exits {gap:.1?} apart",
         va["elapsed_s"].as_f64().unwrap_or(0.0),
         vb["elapsed_s"].as_f64().unwrap_or(0.0)
     );
@@ -237,6 +250,10 @@ fn two_hosts_share_a_library_and_analyse_each_file_once() {
         na + nb,
         FILES as u64,
         "each file analysed once:\n{va:#}\n{vb:#}"
+    );
+    assert!(
+        gap < Duration::from_secs(5),
+        "one host ended {gap:?} after the other"
     );
     assert!(na > 0 && nb > 0, "both hosts did work: {na} and {nb}");
     for v in [&va, &vb] {

@@ -1,5 +1,6 @@
 //! Leases between two writers (two runs) on one database: each file is Todo for exactly one of
-//! them, and a lease left by a dead run is taken over through ClaimExpired.
+//! them, a lease left by a dead run is taken over through ClaimExpired, and only under the
+//! claiming run's own roots.
 
 mod common;
 
@@ -12,7 +13,7 @@ fn files(n: usize) -> Vec<FileKey> {
     (0..n)
         .map(|i| {
             key(
-                format!("/shared/{i:04}.flac").as_bytes(),
+                format!("/music/shared/{i:04}.flac").as_bytes(),
                 1000 + i as u64,
                 42,
             )
@@ -146,4 +147,65 @@ both!(leases_follow_store_and_expiry, |b: Backend| {
     let v = c.check(5, p, all[2..].to_vec());
     assert!(v.iter().all(|v| *v == Verdict::Todo), "{v:?}");
     c.close().unwrap();
+});
+
+fn claim(c: &mut Client, query: u64, limit: u32) -> (Vec<Vec<u8>>, u64) {
+    c.send(&ToDb::ClaimExpired {
+        query,
+        policy: policy(ANALYZER_VERSION, false),
+        limit,
+    });
+    match c.recv() {
+        FromDb::Claimed {
+            files,
+            still_leased,
+            ..
+        } => {
+            let mut paths: Vec<Vec<u8>> = files.into_iter().map(|f| f.path.0).collect();
+            paths.sort();
+            (paths, still_leased)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+both!(claims_stay_under_the_runs_roots, |b: Backend| {
+    let p = policy(ANALYZER_VERSION, false);
+    let keys = |paths: &[&str]| -> Vec<FileKey> {
+        paths.iter().map(|s| key(s.as_bytes(), 10, 1)).collect()
+    };
+    // A dead run held files in /music and in /music2 (a sibling, not under /music).
+    let mut dead = Client::start(&b, WriterOptions::default());
+    let dead_run = dead.start_run_in(&["/music", "/music2"]);
+    let held = keys(&["/music/a.flac", "/music/sub/b.flac", "/music2/c.flac"]);
+    assert!(dead.check(1, p, held).iter().all(|v| *v == Verdict::Todo));
+    drop(dead);
+    b.exec(&format!(
+        "UPDATE leases SET expires_at = 0 WHERE run_id = {dead_run}"
+    ));
+    // A live run elsewhere holds /podcasts/x.
+    let mut other = Client::start(&b, WriterOptions::default());
+    other.start_run_in(&["/podcasts"]);
+    assert_eq!(
+        other.check(1, p, keys(&["/podcasts/x.ogg"])),
+        [Verdict::Todo]
+    );
+
+    let mut c = Client::start(&b, WriterOptions::default());
+    c.start_run_in(&["/music/"]);
+    let (got, still) = claim(&mut c, 1, 100);
+    assert_eq!(
+        got,
+        [b"/music/a.flac".to_vec(), b"/music/sub/b.flac".to_vec()]
+    );
+    assert_eq!(still, 0, "the live run's file is outside /music");
+    // A run over both roots takes the rest and sees the live run's lease only under its roots.
+    let mut d = Client::start(&b, WriterOptions::default());
+    d.start_run_in(&["/music2", "/podcasts"]);
+    let (got, still) = claim(&mut d, 1, 100);
+    assert_eq!(got, [b"/music2/c.flac".to_vec()]);
+    assert_eq!(still, 1);
+    for x in [c, d, other] {
+        x.close().unwrap();
+    }
 });

@@ -72,6 +72,8 @@ enum Phase {
 
 const TICK: Duration = Duration::from_millis(50);
 const DB_FLUSH_LIMIT: Duration = Duration::from_secs(60);
+/// Longest wait between two claims while other runs hold files this run saw busy.
+const CLAIM_POLL_MAX: Duration = Duration::from_secs(1);
 
 struct Supervisor {
     cfg: Config,
@@ -421,8 +423,11 @@ impl Supervisor {
                     if still_leased == 0 {
                         self.claims_done = true;
                     } else {
+                        // Other live runs hold files this run saw busy: ask again within a second
+                        // (sooner with a short lease), so this run ends soon after they do.
                         self.claim_not_before = Instant::now()
-                            + (self.cfg.database.lease_ttl / 4).max(Duration::from_millis(200));
+                            + (self.cfg.database.lease_ttl / 4)
+                                .clamp(Duration::from_millis(200), CLAIM_POLL_MAX);
                     }
                 }
                 for key in files {
