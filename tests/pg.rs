@@ -91,12 +91,12 @@ fn outage_mid_scan_loses_nothing_and_pauses_dispatch() {
         &format!("[workers]\ncount = {WORKERS}\n\n[database]\nmax_unacked = {MAX_UNACKED}\n"),
     );
     let summary = tmp.path().join("s.json");
-    let mut cmd = scan_command(
-        &lib,
-        &schema.url(),
-        &summary,
-        &["--config", cfg.to_str().unwrap()],
-    );
+    // The server trusts local connections and ignores the password; it must show nowhere.
+    let secret = "s3cret-pw";
+    let url = schema
+        .url()
+        .replace("postgres@", &format!("postgres:{secret}@"));
+    let mut cmd = scan_command(&lib, &url, &summary, &["--config", cfg.to_str().unwrap()]);
     // Dispatches are logged at debug level: they show when the supervisor pauses.
     cmd.env("TRACKMILL_LOG", "info,trackmill_supervisor::run=debug");
     let mut scan = Running::start(cmd);
@@ -111,6 +111,11 @@ fn outage_mid_scan_loses_nothing_and_pauses_dispatch() {
         schema.count("SELECT count(*) FROM tracks") > 0
     });
     let writer = child_with_arg(scan.pid(), "db-writer").expect("the DB writer process");
+    let argv = std::fs::read(format!("/proc/{writer}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&argv).contains(secret),
+        "password on the DB writer's command line"
+    );
     let rows_before = schema.scalar("SELECT count(*) FROM tracks");
 
     let mut outage = Outage::stop();
@@ -187,6 +192,10 @@ fn outage_mid_scan_loses_nothing_and_pauses_dispatch() {
         writer_rss > 0 && writer_rss < 64 << 20,
         "DB writer RSS {writer_rss}"
     );
+
+    let err = scan.stderr();
+    assert!(err.contains("***@"), "the URL is logged redacted:\n{err}");
+    assert!(!err.contains(secret), "password in the log:\n{err}");
 
     // Every file in exactly one terminal row; nothing left leased.
     assert_accounted(&s);

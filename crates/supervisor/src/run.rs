@@ -35,6 +35,9 @@ pub struct SpawnSpec {
     pub worker_args: Vec<OsString>,
     pub worker_env: Vec<(OsString, OsString)>,
     pub db_args: Vec<OsString>,
+    /// Environment of the DB writer: its database URL travels here, not on a command line that
+    /// every local user can read.
+    pub db_env: Vec<(OsString, OsString)>,
     /// GPU workers are capped with RLIMIT_DATA instead of RLIMIT_AS.
     pub gpu: bool,
 }
@@ -120,7 +123,7 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     let db_spec = ChildSpec {
         exe: opts.spawn.exe.clone(),
         args: opts.spawn.db_args.clone(),
-        env: Vec::new(),
+        env: opts.spawn.db_env.clone(),
         address_space_limit: 0,
         data_limit: 0,
     };
