@@ -1,11 +1,15 @@
 //! Support for the end-to-end tests: locating the built binary, generating real audio, running
-//! scans, and reading summaries; `child` watches running processes, `pgserver` the PostgreSQL server.
+//! scans (to completion, or as a child to signal) into SQLite or any database URL, finding
+//! processes in /proc, and reading summaries and the database; `pgserver` handles the PostgreSQL
+//! server.
 
-pub mod child;
 pub mod pgserver;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The `trackmill` binary built in this workspace (`cargo xtask test` builds it first).
 pub fn binary() -> PathBuf {
@@ -36,7 +40,6 @@ pub fn tone(path: &Path, freq: u32, seconds: u32) {
     assert!(st.success(), "ffmpeg failed for {}", path.display());
 }
 
-/// Scans `lib` into the SQLite file `db`; the summary goes next to it.
 /// Writes `ms` milliseconds of a sine at `freq` Hz as 16-bit mono PCM WAV at 22,050 Hz: tiny
 /// real audio, quick to make by the thousand.
 pub fn wav(path: &Path, freq: f32, ms: u32) {
@@ -102,35 +105,11 @@ pub fn hostile_tags(src: &Path, dst: &Path) {
     std::fs::write(dst, bytes).unwrap();
 }
 
-pub fn scan(lib: &Path, db: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-    let url = format!("sqlite://{}", db.display());
-    scan_url(lib, &url, &db.with_extension("summary.json"), extra)
-}
-
-/// Scans `lib` into the database at `url`, writing the summary to `summary`; waits for the end.
-pub fn scan_url(
-    lib: &Path,
-    url: &str,
-    summary: &Path,
-    extra: &[&str],
-) -> (Output, serde_json::Value) {
-    let out = scan_command(lib, url, summary, extra)
-        .output()
-        .expect("run trackmill");
-    let v = read_summary(summary).unwrap_or_else(|| {
-        panic!(
-            "no summary; stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, v)
-}
-
-/// The `trackmill scan` command line used by every end-to-end scan (fault injection enabled).
-pub fn scan_command(lib: &Path, url: &str, summary: &Path, extra: &[&str]) -> Command {
+/// `trackmill scan ROOTS… --db URL --summary SUMMARY EXTRA…` with the fault engine enabled.
+pub fn scan_command_url(roots: &[&Path], url: &str, summary: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.arg("scan")
-        .arg(lib)
+        .args(roots)
         .arg("--db")
         .arg(url)
         .arg("--summary")
@@ -140,10 +119,253 @@ pub fn scan_command(lib: &Path, url: &str, summary: &Path, extra: &[&str]) -> Co
     cmd
 }
 
-/// The JSON summary a scan wrote, if it wrote one.
-pub fn read_summary(path: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(serde_json::from_str(&text).expect("summary is JSON"))
+/// `trackmill scan ROOTS… --db sqlite://DB --summary DB.summary.json EXTRA…`.
+fn scan_command(roots: &[&Path], db: &Path, extra: &[&str]) -> Command {
+    let url = format!("sqlite://{}", db.display());
+    scan_command_url(roots, &url, &summary_path(db), extra)
+}
+
+fn summary_path(db: &Path) -> PathBuf {
+    db.with_extension("summary.json")
+}
+
+fn read_summary(summary: &Path, stderr: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(summary)
+        .unwrap_or_else(|_| panic!("no summary; stderr:\n{stderr}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn scan(lib: &Path, db: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let url = format!("sqlite://{}", db.display());
+    scan_url(lib, &url, &summary_path(db), extra)
+}
+
+/// Scans `lib` into the database at `url`, writing the summary to `summary`; waits for the end.
+pub fn scan_url(
+    lib: &Path,
+    url: &str,
+    summary: &Path,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let _ = std::fs::remove_file(summary);
+    let out = scan_command_url(&[lib], url, summary, extra)
+        .output()
+        .expect("run trackmill");
+    let v = read_summary(summary, &String::from_utf8_lossy(&out.stderr));
+    (out, v)
+}
+
+/// A `trackmill scan` running as a child, to be signalled while it works. Its stderr is collected
+/// by a thread (so the pipe never fills); dropping it kills and reaps the process.
+pub struct ScanChild {
+    child: Child,
+    summary: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts `trackmill scan ROOTS…` (see [`scan`]) without waiting for it.
+pub fn spawn_scan(roots: &[&Path], db: &Path, extra: &[&str]) -> ScanChild {
+    spawn_with(scan_command(roots, db, extra), &summary_path(db))
+}
+
+/// Starts `trackmill scan ROOTS…` into the database at `url` (see [`scan_url`]).
+pub fn spawn_scan_url(roots: &[&Path], url: &str, summary: &Path, extra: &[&str]) -> ScanChild {
+    spawn_with(scan_command_url(roots, url, summary, extra), summary)
+}
+
+/// Starts a scan command (e.g. from [`scan_command_url`], with more environment) whose summary
+/// goes to `summary`.
+pub fn spawn_with(mut cmd: Command, summary: &Path) -> ScanChild {
+    let _ = std::fs::remove_file(summary);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start trackmill");
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    ScanChild {
+        child,
+        summary: summary.to_path_buf(),
+        stderr,
+        reader: Some(reader),
+    }
+}
+
+impl ScanChild {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal(self.pid(), sig);
+    }
+
+    /// Everything the scan wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` for the scan to exit; None if it is still running then.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait for trackmill") {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the scan to exit (panicking with its stderr after `limit`) and asserts success.
+    pub fn finish(&mut self, limit: Duration) -> serde_json::Value {
+        let st = self
+            .wait_timeout(limit)
+            .unwrap_or_else(|| panic!("scan still running after {limit:?}:\n{}", self.stderr()));
+        assert!(st.success(), "scan failed ({st}):\n{}", self.stderr());
+        self.summary()
+    }
+
+    pub fn summary(&self) -> serde_json::Value {
+        read_summary(&self.summary, &self.stderr())
+    }
+}
+
+impl Drop for ScanChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Sends `sig` to one process (not its group); a process already gone is not an error.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Polls `probe` until it yields a value, panicking with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for the fault engine's `block-while MARKER` to report its worker's pid in
+/// `MARKER.pid`, then removes that file (so a retry can be told from this attempt).
+pub fn take_blocked_pid(marker: &Path, limit: Duration) -> u32 {
+    let pid_file = PathBuf::from(format!("{}.pid", marker.display()));
+    let pid = wait_for(&format!("{}", pid_file.display()), limit, || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    std::fs::remove_file(&pid_file).unwrap();
+    pid
+}
+
+/// `/proc/PID/stat`: the state letter and the parent pid, if the process exists.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The living children of `ppid` with their command lines (arguments joined by spaces).
+pub fn children(ppid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        if proc_stat(pid).is_some_and(|(state, parent)| parent == ppid && state != 'Z') {
+            if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                out.push((pid, cmd));
+            }
+        }
+    }
+    out
+}
+
+/// The DB writer among the children of the supervisor `ppid`.
+pub fn db_writer_of(ppid: u32) -> Option<u32> {
+    children(ppid)
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("db-writer"))
+        .map(|(pid, _)| pid)
+}
+
+/// True once `pid` has exited: no /proc entry, or a zombie waiting for a parent to reap it.
+pub fn is_dead(pid: u32) -> bool {
+    proc_stat(pid).is_none_or(|(state, _)| state == 'Z' || state == 'X')
+}
+
+/// Opens the scan's SQLite database read-only.
+pub fn open_db(db: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+/// One integer from a query (e.g. a COUNT).
+pub fn query_i64(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A library of `n` copies of one real 1-second FLAC tone, named `{prefix}{i:03}.flac`.
+pub fn healthy_files(dir: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let first = dir.join(format!("{prefix}000.flac"));
+    tone(&first, 440, 1);
+    let mut out = vec![first.clone()];
+    for i in 1..n {
+        let p = dir.join(format!("{prefix}{i:03}.flac"));
+        std::fs::copy(&first, &p).unwrap();
+        out.push(p);
+    }
+    out
+}
+
+/// A file that makes the fault engine block its worker while `marker` exists (the marker is
+/// created here). The file is not audio: once unblocked it fails as corrupt.
+pub fn blocking_file(path: &Path, marker: &Path) {
+    std::fs::write(marker, b"").unwrap();
+    std::fs::write(
+        path,
+        format!("TRACKMILL-FAULT block-while {}\n", marker.display()),
+    )
+    .unwrap();
 }
 
 pub fn n(v: &serde_json::Value, key: &str) -> u64 {

@@ -2,10 +2,10 @@
 //! tags, an outage in the middle of a scan, and several hosts sharing one library through leases.
 //! Each test uses its own schema; the tests here run one at a time (one of them stops the server).
 
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use trackmill_e2e::child::{alive, child_with_arg, wait_for, Running};
 use trackmill_e2e::pgserver::{Outage, PgSchema};
 use trackmill_e2e::*;
 use trackmill_types::procmem::rss_bytes;
@@ -22,9 +22,9 @@ fn config(dir: &Path, toml: &str) -> PathBuf {
     p
 }
 
-fn assert_success(run: &mut Running, limit: Duration, name: &str) {
-    let st = run.wait(limit);
-    assert!(st.success(), "{name} exited with {st}:\n{}", run.stderr());
+/// True while the scan runs (reaps it once it has ended).
+fn running(scan: &mut ScanChild) -> bool {
+    scan.wait_timeout(Duration::ZERO).is_none()
 }
 
 #[test]
@@ -96,21 +96,22 @@ fn outage_mid_scan_loses_nothing_and_pauses_dispatch() {
     let url = schema
         .url()
         .replace("postgres@", &format!("postgres:{secret}@"));
-    let mut cmd = scan_command(&lib, &url, &summary, &["--config", cfg.to_str().unwrap()]);
+    let mut cmd = scan_command_url(
+        &[&lib],
+        &url,
+        &summary,
+        &["--config", cfg.to_str().unwrap()],
+    );
     // Dispatches are logged at debug level: they show when the supervisor pauses.
     cmd.env("TRACKMILL_LOG", "info,trackmill_supervisor::run=debug");
-    let mut scan = Running::start(cmd);
-    let dispatched = |scan: &Running| scan.count("dispatch \"");
+    let mut scan = spawn_with(cmd, &summary);
+    let dispatched = |scan: &ScanChild| scan.stderr().matches("dispatch \"").count();
 
     wait_for("the first committed rows", Duration::from_secs(120), || {
-        assert!(
-            scan.exited().is_none(),
-            "scan ended early:\n{}",
-            scan.stderr()
-        );
-        schema.count("SELECT count(*) FROM tracks") > 0
+        assert!(running(&mut scan), "scan ended early:\n{}", scan.stderr());
+        (schema.count("SELECT count(*) FROM tracks") > 0).then_some(())
     });
-    let writer = child_with_arg(scan.pid(), "db-writer").expect("the DB writer process");
+    let writer = db_writer_of(scan.pid()).expect("the DB writer process");
     let argv = std::fs::read(format!("/proc/{writer}/cmdline")).unwrap();
     assert!(
         !String::from_utf8_lossy(&argv).contains(secret),
@@ -128,7 +129,7 @@ fn outage_mid_scan_loses_nothing_and_pauses_dispatch() {
     wait_for(
         "the DB writer's retrying warning",
         Duration::from_secs(30),
-        || scan.count("; retrying") > 0,
+        || scan.stderr().contains("; retrying").then_some(()),
     );
     let warned = stopped.elapsed();
     let at_warning = dispatched(&scan);
@@ -139,7 +140,7 @@ fn outage_mid_scan_loses_nothing_and_pauses_dispatch() {
     let (mut sup_rss, mut writer_rss) = (0u64, 0u64);
     loop {
         assert!(
-            scan.exited().is_none(),
+            running(&mut scan),
             "scan ended while the database was down:\n{}",
             scan.stderr()
         );
@@ -161,10 +162,9 @@ fn outage_mid_scan_loses_nothing_and_pauses_dispatch() {
     outage.start();
     let down_for = stopped.elapsed();
     let stop_took = stopped - stopping;
-    assert!(alive(writer), "the DB writer rode out the outage");
+    assert!(!is_dead(writer), "the DB writer rode out the outage");
 
-    assert_success(&mut scan, Duration::from_secs(300), "scan");
-    let s = read_summary(&summary).expect("summary");
+    let s = scan.finish(Duration::from_secs(300));
     // A batch's updated_at is taken when its transaction starts: rows older than the stop were
     // committed before the outage; the retried batches got later times.
     let committed = schema.scalar(&format!(
@@ -237,25 +237,24 @@ fn two_hosts_share_a_library_and_analyse_each_file_once() {
     tiny_library(&lib, FILES);
     let url = schema.url();
     let (sa, sb) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
-    let mut a = Running::start(scan_command(&lib, &url, &sa, &["--workers", "1"]));
-    let mut b = Running::start(scan_command(&lib, &url, &sb, &["--workers", "1"]));
+    let mut a = spawn_scan_url(&[&lib], &url, &sa, &["--workers", "1"]);
+    let mut b = spawn_scan_url(&[&lib], &url, &sb, &["--workers", "1"]);
     let (pa, pb) = (a.pid(), b.pid());
     let (mut end_a, mut end_b) = (None, None);
     wait_for("both hosts to finish", Duration::from_secs(600), || {
-        if end_a.is_none() && a.exited().is_some() {
+        if end_a.is_none() && !running(&mut a) {
             end_a = Some(Instant::now());
         }
-        if end_b.is_none() && b.exited().is_some() {
+        if end_b.is_none() && !running(&mut b) {
             end_b = Some(Instant::now());
         }
-        end_a.is_some() && end_b.is_some()
+        (end_a.is_some() && end_b.is_some()).then_some(())
     });
-    assert_success(&mut a, Duration::from_secs(1), "host a");
-    assert_success(&mut b, Duration::from_secs(1), "host b");
+    let va = a.finish(Duration::from_secs(1));
+    let vb = b.finish(Duration::from_secs(1));
     // The host that runs out of files first waits only for the leases the other still holds.
     let (ea, eb) = (end_a.unwrap(), end_b.unwrap());
     let gap = ea.max(eb) - ea.min(eb);
-    let (va, vb) = (read_summary(&sa).unwrap(), read_summary(&sb).unwrap());
     assert_accounted(&va);
     assert_accounted(&vb);
     let (na, nb) = (n(&va, "analyzed"), n(&vb, "analyzed"));
@@ -306,25 +305,27 @@ fn killed_host_files_are_taken_over_after_their_leases_expire() {
     let url = schema.url();
     let (sa, sb) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
     let args = ["--workers", "1", "--config", cfg.to_str().unwrap()];
-    let mut a = Running::start(scan_command(&lib, &url, &sa, &args));
-    let mut b = Running::start(scan_command(&lib, &url, &sb, &args));
+    let mut a = spawn_scan_url(&[&lib], &url, &sa, &args);
+    let mut b = spawn_scan_url(&[&lib], &url, &sb, &args);
     let (pa, pb) = (a.pid(), b.pid());
 
     wait_for(
         "both hosts to store results",
         Duration::from_secs(300),
         || {
-            assert!(a.exited().is_none(), "host a ended early:\n{}", a.stderr());
-            rows_of(&schema, pa) >= 100 && rows_of(&schema, pb) >= 100
+            assert!(running(&mut a), "host a ended early:\n{}", a.stderr());
+            (rows_of(&schema, pa) >= 100 && rows_of(&schema, pb) >= 100).then_some(())
         },
     );
-    let a_writer = child_with_arg(pa, "db-writer").expect("host a's DB writer");
+    let a_writer = db_writer_of(pa).expect("host a's DB writer");
     let a_run = schema.scalar(&format!("SELECT id FROM runs WHERE pid = {pa}"));
-    a.kill();
+    a.signal(Signal::SIGKILL);
+    a.wait_timeout(Duration::from_secs(10))
+        .expect("host a dies of SIGKILL");
     wait_for(
         "host a's DB writer to die with it",
         Duration::from_secs(10),
-        || !alive(a_writer),
+        || is_dead(a_writer).then_some(()),
     );
     let held: Vec<String> = schema
         .rows(&format!(
@@ -336,8 +337,7 @@ fn killed_host_files_are_taken_over_after_their_leases_expire() {
     assert!(!held.is_empty(), "host a held leases when it died");
     let a_rows = rows_of(&schema, pa);
 
-    assert_success(&mut b, Duration::from_secs(600), "host b");
-    let vb = read_summary(&sb).unwrap();
+    let vb = b.finish(Duration::from_secs(600));
     assert_accounted(&vb);
     eprintln!(
         "take-over: a stored {a_rows} before SIGKILL and held {} leases; b analysed {} \

@@ -2,7 +2,7 @@
 //! the end), SQL on a separate connection, and a short outage whose guard always starts the server
 //! again, because other test runs use the same server at the same time.
 
-use crate::child::wait_for;
+use crate::wait_for;
 use std::process::Command;
 use std::time::Duration;
 
@@ -138,7 +138,7 @@ impl Outage {
         wait_for(
             "PostgreSQL to accept connections",
             Duration::from_secs(60),
-            accepting,
+            || accepting().then_some(()),
         );
     }
 

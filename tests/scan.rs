@@ -138,3 +138,25 @@ fn bad_root_config_and_db_give_documented_exit_codes() {
     let out = run(&["scan", tmp.path().to_str().unwrap(), "--db", "mysql://x"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn recycled_workers_exit_as_planned_and_cost_no_file_an_attempt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    let files = healthy_files(&lib, "h", 8);
+    let db = tmp.path().join("t.db");
+    // Every worker exits after one file; a job sent to it after its last would reset its
+    // channel and count as a protocol failure of that file.
+    let (out, s) = scan(&lib, &db, &["--workers", "2", "--recycle-after", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_accounted(&s);
+    assert_eq!(n(&s, "analyzed"), files.len() as u64, "{s:#}\n{err}");
+    let exits = &s["worker_exits"];
+    assert_eq!(exits["recycled"], files.len() as u64, "{s:#}\n{err}");
+    assert_eq!(exits["protocol"], 0, "{s:#}\n{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    let conn = open_db(&db);
+    assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM attempts"), 0);
+    assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM events"), 0);
+}

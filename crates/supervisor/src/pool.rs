@@ -63,6 +63,9 @@ pub struct Slot {
     pub tx: UnboundedSender<ToWorker>,
     pub state: SlotState,
     pub files_done: u64,
+    /// The worker exits (planned recycle) after this many files: it gets no job after its last,
+    /// since a frame left unread in its socket would turn its clean exit into a reset channel.
+    pub recycle_after: u64,
     pub kill: Option<(KillReason, Instant)>,
     pub sigkill_sent: bool,
 }
@@ -73,7 +76,12 @@ impl Slot {
     }
 
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, SlotState::Idle) && self.kill.is_none()
+        matches!(self.state, SlotState::Idle) && self.kill.is_none() && !self.recycling()
+    }
+
+    /// True once the worker has done its last file and is about to exit.
+    pub fn recycling(&self) -> bool {
+        self.files_done >= self.recycle_after
     }
 }
 

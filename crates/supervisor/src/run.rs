@@ -933,9 +933,10 @@ impl Supervisor {
 
     fn spawn_worker(&mut self, ix: usize) -> std::io::Result<()> {
         let recycle = self.cfg.workers.recycle_after as f64 * rand::random_range(0.9..=1.1);
+        let recycle_after = recycle.round().max(1.0) as u32;
         let mut args = self.spawn.worker_args.clone();
         args.push("--recycle-after".into());
-        args.push((recycle.round().max(1.0) as u32).to_string().into());
+        args.push(recycle_after.to_string().into());
         let limit = self.cfg.workers.memory_limit;
         let spec = ChildSpec {
             exe: self.spawn.exe.clone(),
@@ -961,6 +962,7 @@ impl Supervisor {
             tx,
             state: SlotState::Starting,
             files_done: 0,
+            recycle_after: recycle_after.into(),
             kill: None,
             sigkill_sent: false,
         });
@@ -977,6 +979,10 @@ impl Supervisor {
         for s in self.slots.iter_mut().flatten() {
             if alive <= allowed {
                 break;
+            }
+            if s.recycling() && s.kill.is_none() {
+                alive -= 1; // it exits on its own; a frame now would reset its channel
+                continue;
             }
             if matches!(s.state, SlotState::Idle | SlotState::Starting) && s.kill.is_none() {
                 s.kill = Some((KillReason::Stop, Instant::now()));

@@ -27,8 +27,21 @@ pub struct WorkerConfig {
     pub engine: EngineConfig,
 }
 
+/// Restores the default action of SIGSEGV and SIGBUS. The Rust runtime installs a handler for
+/// stack-overflow detection that, for a signal it did not cause (sent by another process), resets
+/// the action and returns: the first such signal would be swallowed and the worker would carry on.
+/// A worker must die of it so the supervisor records a crash. A stack overflow still ends the
+/// worker with SIGSEGV (the guard page stays), only without Rust's message.
+fn default_fatal_signals() {
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 /// Runs the worker loop on `chan` and returns the process exit code.
 pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
+    default_fatal_signals();
     if let Err(e) = write_frame(&mut chan, &FromWorker::Hello(Hello::new(Role::Worker))) {
         tracing::error!("worker: handshake failed: {e}");
         return EXIT_PROTOCOL;
