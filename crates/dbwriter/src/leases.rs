@@ -103,7 +103,19 @@ pub(crate) fn check(
         verdicts[i] = if is_done(conn, f, policy)? {
             Verdict::Done
         } else {
-            acquire(conn, run_id, f, now, ttl_ms)?
+            match acquire(conn, run_id, f, now, ttl_ms)? {
+                // The holder may have stored the file and released its lease between the first
+                // look and the lease insert (which waited for its commit): look again, now that
+                // the lease is ours, or both runs would analyse the file.
+                Verdict::Todo if is_done(conn, f, policy)? => {
+                    conn.exec(
+                        "DELETE FROM leases WHERE path = $1 AND run_id = $2",
+                        &[Val::Bytes(f.path.as_bytes().to_vec()), Val::I64(run_id)],
+                    )?;
+                    Verdict::Done
+                }
+                v => v,
+            }
         };
     }
     Ok(verdicts)

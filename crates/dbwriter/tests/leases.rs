@@ -209,3 +209,76 @@ both!(claims_stay_under_the_runs_roots, |b: Backend| {
         x.close().unwrap();
     }
 });
+
+/// The holder stores a file and releases its lease while another run checks it: the check's
+/// lease insert waits for that commit, and the file must then be Done, not Todo for both runs.
+#[test]
+fn pg_check_racing_the_holders_commit_sees_the_file_done() {
+    let b = Backend::pg();
+    let Backend::Pg { schema } = &b else {
+        unreachable!()
+    };
+    let p = policy(ANALYZER_VERSION, false);
+    let path = b"/music/race.flac";
+    let (old, new) = (key(path, 100, 6), key(path, 100, 7));
+    let mut a = Client::start(&b, WriterOptions::default());
+    let run_a = a.start_run();
+    a.send(&ToDb::Store {
+        seq: 1,
+        record: Box::new(analysed(run_a, old, 0)),
+    });
+    a.flush(1);
+    // The file changed: run A leases it again.
+    assert_eq!(a.check(1, p, vec![new.clone()]), [Verdict::Todo]);
+
+    // Run A's store of the new version, held open: the row updated, the lease deleted.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(PG_BASE, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let hex: String = path.iter().map(|x| format!("{x:02x}")).collect();
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL search_path TO {schema}; \
+                 UPDATE tracks SET mtime_ns = 7 WHERE path = '\\x{hex}'::bytea; \
+                 DELETE FROM leases WHERE path = '\\x{hex}'::bytea"
+            ))
+            .await
+            .unwrap();
+        client
+    });
+    let mut c = Client::start(&b, WriterOptions::default());
+    c.start_run();
+    let checker = std::thread::spawn(move || {
+        let v = c.check(1, p, vec![new]);
+        (c, v)
+    });
+    // Wait until the check blocks on the open transaction, then commit it.
+    let app = b.app_name().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting = pg_rows(&format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = '{app}' AND wait_event_type = 'Lock'"
+        ));
+        if waiting[0][0].as_deref() != Some("0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check never waited for the holder's commit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    rt.block_on(held.batch_execute("COMMIT")).unwrap();
+    let (c, v) = checker.join().unwrap();
+    assert_eq!(v, [Verdict::Done], "stored by its holder meanwhile");
+    assert_eq!(b.scalar("SELECT count(*) FROM leases"), 0);
+    c.close().unwrap();
+    a.close().unwrap();
+}
