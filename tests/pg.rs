@@ -347,7 +347,8 @@ fn killed_host_files_are_taken_over_after_their_leases_expire() {
         n(&vb, "busy_elsewhere"),
         vb["elapsed_s"].as_f64().unwrap_or(0.0)
     );
-    assert!(n(&vb, "busy_elsewhere") > 0, "{vb:#}");
+    // Host b met the dead host's files either still leased (busy, claimed once expired) or
+    // already expired (taken over by its check): which one depends on the timing.
     let f = FILES as i64;
     assert_eq!(schema.scalar("SELECT count(*) FROM tracks"), f);
     assert_eq!(schema.scalar("SELECT count(DISTINCT path) FROM tracks"), f);
