@@ -186,12 +186,27 @@ pub struct Service {
     /// On SIGTERM/SIGINT, in-flight files get this long to finish before workers are killed.
     #[serde(with = "dur")]
     pub shutdown_grace: Duration,
+    /// `serve`: a full pass over `library.roots` this often (0 turns the timer off).
+    #[serde(with = "dur")]
+    pub rescan_interval: Duration,
+    /// `serve`: watch the roots for file-system changes and analyse what changed.
+    pub watch: bool,
+    /// `serve`: changes are collected until none arrived for this long, then analysed in one pass.
+    #[serde(with = "dur")]
+    pub watch_debounce: Duration,
+    /// `serve`: the control socket; empty means `$XDG_RUNTIME_DIR/trackmill/control.sock`, or
+    /// `/run/trackmill/control.sock` for root. Its directory must be private to the service's user.
+    pub control_socket: PathBuf,
 }
 
 impl Default for Service {
     fn default() -> Self {
         Service {
             shutdown_grace: Duration::from_secs(30),
+            rescan_interval: Duration::from_secs(3600),
+            watch: true,
+            watch_debounce: Duration::from_secs(2),
+            control_socket: PathBuf::new(),
         }
     }
 }

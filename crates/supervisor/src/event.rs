@@ -5,13 +5,14 @@
 use crate::spawn::Spawned;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use trackmill_types::frame::{read_frame_async, write_frame_async, FrameError, MAX_FRAME};
-use trackmill_types::{FromDb, FromWorker};
+use trackmill_types::{ControlCommand, ControlResponse, FromDb, FromWorker};
 
 /// Which child an event is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,13 @@ pub enum Event {
         oom_message: bool,
         last_stderr: String,
     },
+    /// `serve`: an operator's command from the control socket, answered through `reply`.
+    Control {
+        command: ControlCommand,
+        reply: oneshot::Sender<ControlResponse>,
+    },
+    /// `serve`: paths created, written or moved under a library root.
+    FsChanged(Vec<PathBuf>),
 }
 
 /// Marker Rust's allocation-error handler prints before aborting.

@@ -3,6 +3,7 @@
 //! to the single DB-writer process.
 
 pub mod config;
+pub mod control;
 mod dbclient;
 mod event;
 mod pool;
@@ -13,8 +14,10 @@ mod run;
 mod scanner;
 mod spawn;
 pub mod summary;
+mod systemd;
 pub mod units;
+mod watch;
 
 pub use config::{Config, ConfigError};
-pub use run::{scan, ScanOptions, SpawnSpec};
+pub use run::{scan, serve, ScanOptions, ServeOptions, SpawnSpec};
 pub use summary::Summary;

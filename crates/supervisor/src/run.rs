@@ -1,5 +1,12 @@
-//! The supervisor's event loop for one scan: every signal, child message, child exit, timer tick
-//! and scanner batch becomes an event handled here; this loop owns all job state.
+//! The supervisor's event loop, for one scan or for the long-running service: every signal, child
+//! message, child exit, timer tick, scanner batch and control request becomes an event handled
+//! here; this loop owns all job state. A scan finishes when its one pass is done; the service
+//! goes idle instead and starts the next pass on a timer, a file-system change or a request.
+
+mod ops;
+mod passes;
+mod reload;
+mod status;
 
 use crate::config::Config;
 use crate::dbclient::DbClient;
@@ -8,7 +15,7 @@ use crate::pool::{classify, describe, FileJob, Intensity, KillReason, Slot, Slot
 use crate::pressure::{Action, Pressure};
 use crate::progress::{Progress, Snapshot};
 use crate::retry::{decide, Decision};
-use crate::scanner::{self, ScanMsg, ScanSettings};
+use crate::scanner::{self, ScanMsg};
 use crate::spawn::{signal_group, spawn_child, ChildSpec};
 use crate::summary::Summary;
 use nix::sys::signal::Signal;
@@ -40,6 +47,16 @@ pub struct SpawnSpec {
     pub db_env: Vec<(OsString, OsString)>,
     /// GPU workers are capped with RLIMIT_DATA instead of RLIMIT_AS.
     pub gpu: bool,
+}
+
+/// `serve`: what the long-running mode adds to a scan.
+pub struct ServeOptions {
+    /// Re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// The bound control socket (see [`crate::control::bind`]).
+    pub control: std::os::unix::net::UnixListener,
+    pub control_path: PathBuf,
+    pub spawn: SpawnSpec,
 }
 
 pub struct ScanOptions {
@@ -107,6 +124,16 @@ struct Supervisor {
     flush_token: u64,
     fatal: Option<String>,
     worker_rss: u64,
+    /// Worker processes wanted (`workers.count`, changed by a reload or `trackmill workers`).
+    target: usize,
+    roots: Vec<PathBuf>,
+    /// A scan pass is walking, checking or analysing; the service is idle otherwise.
+    pass_active: bool,
+    pending: passes::Pending,
+    /// Per slot: processes it had, files done by its past processes, how the last one ended.
+    hist: Vec<status::SlotHistory>,
+    /// Only in `serve`.
+    service: Option<passes::Service>,
 }
 
 /// Runs one scan to completion (or interruption) and returns its summary.
@@ -115,10 +142,29 @@ pub fn scan(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
         .enable_all()
         .build()
         .map_err(RunError::Spawn)?;
-    rt.block_on(run(cfg, opts))
+    rt.block_on(run(cfg, opts, None))
 }
 
-async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
+/// Runs the service until SIGTERM/SIGINT and returns the summary of its whole life.
+pub fn serve(cfg: Config, opts: ServeOptions) -> Result<Summary, RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Spawn)?;
+    let scan = ScanOptions {
+        roots: cfg.library.roots.clone(),
+        retry_failed: false,
+        progress: false,
+        spawn: opts.spawn.clone(),
+    };
+    rt.block_on(run(cfg, scan, Some(opts)))
+}
+
+async fn run(
+    cfg: Config,
+    opts: ScanOptions,
+    serve: Option<ServeOptions>,
+) -> Result<Summary, RunError> {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let db_spec = ChildSpec {
         exe: opts.spawn.exe.clone(),
@@ -159,8 +205,31 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
         flush_token: 0,
         fatal: None,
         worker_rss: 0,
+        target: workers,
+        roots: opts.roots.clone(),
+        pass_active: false,
+        pending: passes::Pending::first(opts.retry_failed),
+        hist: Vec::new(),
+        service: None,
         cfg,
     };
+    let mut sighup = None;
+    let mut control_ino = None;
+    if let Some(serve) = serve {
+        crate::control::spawn_server(serve.control, events_tx.clone());
+        control_ino = std::fs::metadata(&serve.control_path).ok().map(|m| {
+            (
+                serve.control_path.clone(),
+                std::os::unix::fs::MetadataExt::ino(&m),
+            )
+        });
+        sighup = Some(signal(SignalKind::hangup()).map_err(RunError::Signals)?);
+        sup.service = Some(passes::Service::new(
+            &sup.cfg,
+            serve.config_path,
+            &events_tx,
+        ));
+    }
     sup.db
         .spawn(&events_tx)
         .map_err(|e| RunError::DbWriter(e.to_string()))?;
@@ -177,20 +246,8 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
             .collect(),
     });
 
-    let (scan_tx, mut scan_rx) = mpsc::channel::<ScanMsg>(1);
-    let settings = ScanSettings {
-        roots: opts.roots.clone(),
-        extensions: sup
-            .cfg
-            .library
-            .extensions
-            .iter()
-            .map(|e| e.to_ascii_lowercase())
-            .collect(),
-        follow_symlinks: sup.cfg.library.follow_symlinks,
-    };
-    let mut scan_pending = Some((settings, scan_tx));
-    let mut scan_thread = None;
+    let mut scan_rx: Option<mpsc::Receiver<ScanMsg>> = None;
+    let mut scan_thread: Option<std::thread::JoinHandle<()>> = None;
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
@@ -198,18 +255,28 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     while sup.phase != Phase::Done {
-        if sup.phase == Phase::Running {
-            if let Some((settings, tx)) = scan_pending.take() {
-                scan_thread = Some(scanner::start(settings, tx, sup.scan_stop.clone()));
+        if let Some(settings) = sup.next_pass() {
+            // The previous pass's walk has ended (it sent Done); join it before the next.
+            if let Some(h) = scan_thread.take() {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
             }
+            let (tx, rx) = mpsc::channel::<ScanMsg>(1);
+            scan_thread = Some(scanner::start(settings, tx, sup.scan_stop.clone()));
+            scan_rx = Some(rx);
         }
-        let want_scan = sup.wants_scan_batch();
+        let want_scan = sup.wants_scan_batch() && scan_rx.is_some();
         tokio::select! {
             biased;
             _ = sigint.recv() => sup.on_signal("SIGINT"),
             _ = sigterm.recv() => sup.on_signal("SIGTERM"),
+            Some(()) = recv_signal(&mut sighup) => sup.on_reload(),
             Some(ev) = events_rx.recv() => sup.on_event(ev),
-            msg = scan_rx.recv(), if want_scan => sup.on_scan(msg),
+            msg = recv_scan(&mut scan_rx), if want_scan => {
+                if !matches!(msg, Some(ScanMsg::Batch(_) | ScanMsg::Error(_))) {
+                    scan_rx = None;
+                }
+                sup.on_scan(msg);
+            }
             _ = tick.tick() => sup.on_tick(),
         }
         sup.step();
@@ -218,6 +285,9 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     drop(scan_rx);
     if let Some(h) = scan_thread {
         let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+    if let Some((path, ino)) = control_ino {
+        crate::control::remove_socket(&path, ino);
     }
     sup.progress.finish();
     if let Some(msg) = sup.fatal.take() {
@@ -237,6 +307,22 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     Ok(s)
 }
 
+/// The next scanner message, or never when no walk is running.
+async fn recv_scan(rx: &mut Option<mpsc::Receiver<ScanMsg>>) -> Option<ScanMsg> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next delivery of a signal that is only handled in some modes.
+async fn recv_signal(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match sig {
+        Some(sig) => sig.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -245,7 +331,7 @@ fn now_ms() -> i64 {
 
 impl Supervisor {
     fn target_workers(&self) -> usize {
-        self.slots.len()
+        self.target
     }
 
     /// True when `slot` still holds the worker process of generation `gen`.
@@ -281,6 +367,7 @@ impl Supervisor {
                 tracing::warn!(
                     "{name}: stopping; in-flight files get {grace:?} to finish (again to kill now)"
                 );
+                crate::systemd::stopping();
                 self.interrupted = true;
                 self.scan_stop.store(true, Ordering::Relaxed);
                 self.phase = Phase::Draining {
@@ -349,6 +436,11 @@ impl Supervisor {
                 }
             }
             Event::Child { .. } | Event::Exited { .. } => {}
+            Event::Control { command, reply } => {
+                let answer = self.on_control(command);
+                let _ = reply.send(answer);
+            }
+            Event::FsChanged(paths) => self.on_fs_changed(paths),
         }
     }
 
@@ -387,6 +479,7 @@ impl Supervisor {
                 if self.phase == Phase::Starting {
                     tracing::info!("run {run_id} started");
                     self.phase = Phase::Running;
+                    self.on_started();
                 }
             }
             FromDb::CheckResult { query, verdicts } => {
@@ -636,6 +729,7 @@ impl Supervisor {
         };
         let kind = classify(status, slot.kill.map(|k| k.0), oom_message);
         self.summary.add_exit(kind);
+        self.note_exit(slot_ix, kind, slot.files_done);
         let now = Instant::now();
         if matches!(
             kind,
@@ -728,6 +822,7 @@ impl Supervisor {
         let now = Instant::now();
         self.intensity.tick(now);
         self.on_db_restart_due();
+        self.service_tick(now);
         // Deadlines and the termination ladder.
         for ix in 0..self.slots.len() {
             let Some(s) = self.slots[ix].as_mut() else {
@@ -833,11 +928,16 @@ impl Supervisor {
         match self.phase {
             Phase::Running => {
                 self.spawn_workers();
+                self.stop_idle_workers();
                 self.dispatch();
                 self.maybe_claim();
                 if self.work_done() {
-                    self.stop_idle_workers();
-                    self.phase = Phase::Finishing;
+                    if self.service.is_some() {
+                        self.pass_finished();
+                    } else {
+                        self.stop_idle_workers();
+                        self.phase = Phase::Finishing;
+                    }
                 }
             }
             Phase::Draining { .. } => {
@@ -889,7 +989,8 @@ impl Supervisor {
     }
 
     fn work_done(&self) -> bool {
-        self.scan_done
+        self.pass_active
+            && self.scan_done
             && self.claims_done
             && self.db.check.is_none()
             && self.ready.is_empty()
@@ -920,7 +1021,7 @@ impl Supervisor {
         let now = Instant::now();
         let wanted = self.pressure.limit.min(self.target_workers());
         while self.alive() < wanted && self.intensity.may_spawn(now) {
-            let Some(ix) = self.slots.iter().position(|s| s.is_none()) else {
+            let Some(ix) = (0..self.target).find(|&i| self.slots[i].is_none()) else {
                 break;
             };
             if let Err(e) = self.spawn_worker(ix) {
@@ -956,6 +1057,7 @@ impl Supervisor {
             ChildMsg::Worker,
         )?;
         tracing::debug!("worker {pid} started in slot {ix}");
+        self.note_spawn(ix);
         self.slots[ix] = Some(Slot {
             gen,
             pid,
@@ -972,11 +1074,12 @@ impl Supervisor {
     /// Idle workers beyond what is allowed (or all, when no work is left) are asked to exit.
     fn stop_idle_workers(&mut self) {
         let allowed = match self.phase {
-            Phase::Running => self.pressure.limit.min(self.target_workers()),
+            Phase::Running => self.target_workers(),
             _ => 0,
         };
         let mut alive = self.alive();
-        for s in self.slots.iter_mut().flatten() {
+        // Highest slots first, so a shrunk pool keeps its low slot numbers.
+        for s in self.slots.iter_mut().rev().flatten() {
             if alive <= allowed {
                 break;
             }
@@ -993,7 +1096,7 @@ impl Supervisor {
     }
 
     fn dispatch(&mut self) {
-        if self.db.unacked.len() >= self.cfg.database.max_unacked {
+        if self.db.unacked.len() >= self.cfg.database.max_unacked || self.paused() {
             return;
         }
         let now = Instant::now();

@@ -1,6 +1,7 @@
 //! Tracing set-up in one place: `-v` count and `TRACKMILL_LOG`, text on a terminal, JSON lines for
 //! services and log shippers.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Logging of the hidden child subcommands: warnings and errors only, no colours (the supervisor
@@ -27,6 +28,7 @@ pub fn init(verbose: u8, format: &str) {
         EnvFilter::try_from_env("TRACKMILL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

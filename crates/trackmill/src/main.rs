@@ -1,10 +1,12 @@
-//! The trackmill binary: the operator CLI (`scan`, `show`) and the hidden `worker` and
-//! `db-writer` subcommands that the supervisor re-executes itself as.
+//! The trackmill binary: the operator CLI (`scan`, `show`, `serve` and its clients) and the hidden
+//! `worker` and `db-writer` subcommands that the supervisor re-executes itself as.
 
+mod children;
+mod ctl;
 mod logging;
+mod serve;
 
 use clap::{Parser, Subcommand};
-use std::ffi::OsString;
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use trackmill_dbwriter::DbUrl;
 use trackmill_supervisor::units::{parse_duration, parse_size};
-use trackmill_supervisor::{Config, ScanOptions, SpawnSpec};
+use trackmill_supervisor::{Config, ScanOptions};
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -27,6 +29,13 @@ mod exit {
     pub const BAD_ROOT: u8 = 4;
     /// `show`: nothing stored for that path.
     pub const NOT_FOUND: u8 = 5;
+    /// `serve`: the control socket cannot be set up (another service answers on it, or its
+    /// directory is not private).
+    pub const CONTROL: u8 = 6;
+    /// A control command found no running service.
+    pub const NO_SERVICE: u8 = 7;
+    /// The service refused the command (wrong uid, no such worker, shutting down).
+    pub const REFUSED: u8 = 8;
 }
 
 /// The database URL's environment variable, read by `scan`, `show` and the DB writer.
@@ -61,6 +70,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a host service: scan `library.roots` at start, on an interval and on file-system
+    /// changes; controlled through its socket; SIGHUP reloads the config.
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Ctl(ctl::CtlCmd),
     #[command(hide = true)]
     Worker {
         #[arg(long, default_value_t = 200)]
@@ -166,6 +180,14 @@ fn main() -> ExitCode {
         Cmd::Scan(args) => {
             logging::init(cli.verbose, &cli.log_format);
             scan(args)
+        }
+        Cmd::Serve(args) => {
+            logging::init(cli.verbose, &cli.log_format);
+            serve::serve(args)
+        }
+        Cmd::Ctl(cmd) => {
+            logging::init(cli.verbose, &cli.log_format);
+            ctl::run(cmd)
         }
     }
 }
@@ -283,46 +305,9 @@ fn scan(a: ScanArgs) -> ExitCode {
         Ok(u) => u,
         Err(c) => return c,
     };
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("trackmill: cannot find my own executable: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
-    };
-    let url_text = match &url {
-        DbUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
-        _ => {
-            a.db.clone()
-                .or_else(|| Some(cfg.database.url.clone()))
-                .unwrap_or_default()
-        }
-    };
-    let db_args: Vec<OsString> = vec![
-        "db-writer".into(),
-        "--batch-size".into(),
-        cfg.database.batch_size.to_string().into(),
-        "--batch-ms".into(),
-        cfg.database.batch_interval.as_millis().to_string().into(),
-        "--lease-ttl-s".into(),
-        cfg.database.lease_ttl.as_secs().max(1).to_string().into(),
-    ];
-    let passthrough = [
-        "TRACKMILL_FAULT_INJECTION",
-        "TRACKMILL_LOG",
-        "TRACKMILL_ORT_LIB",
-    ];
-    let worker_env = passthrough
-        .iter()
-        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
-        .collect();
-    let spawn = SpawnSpec {
-        exe,
-        worker_args: vec!["worker".into()],
-        worker_env,
-        db_args,
-        db_env: vec![(DB_URL_ENV.into(), url_text.into())],
-        gpu: cfg.analysis.gpu,
+    let spawn = match children::spawn_spec(&cfg, &url, a.db.as_deref()) {
+        Ok(s) => s,
+        Err(c) => return c,
     };
     tracing::info!(
         "scanning {} root(s) into {} with {} workers",

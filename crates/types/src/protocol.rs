@@ -223,3 +223,117 @@ pub enum FromDb {
         retrying: bool,
     },
 }
+
+// ---------------------------------------------------------------- operator ↔ service (control socket)
+
+/// One request on the control socket; the service answers with one [`ControlResponse`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlRequest {
+    /// Must equal [`PROTOCOL_VERSION`]; otherwise the service answers with an error.
+    pub protocol: u32,
+    pub command: ControlCommand,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ControlCommand {
+    Status,
+    /// Sets the worker count until the next reload (0 means one per CPU).
+    Workers {
+        count: u32,
+    },
+    /// Sends `signal` to the worker in slot `worker`; its file is requeued, not held against it.
+    Kill {
+        worker: u32,
+        signal: i32,
+    },
+    /// No new files are started; in-flight files finish.
+    Drain,
+    Resume,
+    /// Re-analyse these paths (files or directories) even if stored as failed or quarantined.
+    Retry {
+        paths: Vec<PathBytes>,
+    },
+    /// Re-analyse every file stored as failed or quarantined.
+    RetryAllFailed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Status(Box<ServiceStatus>),
+    /// The command was applied; the text says what happened.
+    Done(String),
+    /// The command was refused; the text says why.
+    Refused(String),
+}
+
+/// A snapshot of the running service, as `trackmill status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub pid: u32,
+    pub run_id: i64,
+    /// `starting`, `scanning`, `idle`, `draining` (operator) or `stopping` (signal).
+    pub state: String,
+    pub uptime_s: f64,
+    /// Scan passes started so far (start, interval, file-system changes, retries).
+    pub passes: u64,
+    pub pass_active: bool,
+    pub target_workers: u32,
+    pub workers: Vec<WorkerStatus>,
+    /// Checked files waiting for a worker.
+    pub queue_ready: u64,
+    /// Files waiting for a retry.
+    pub queue_retries: u64,
+    pub db_writer: DbWriterStatus,
+    pub totals: Totals,
+    pub memory: MemoryStatus,
+    /// More unplanned worker deaths than `workers.restart_intensity` within the window.
+    pub degraded: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The slot number (what `trackmill kill` takes).
+    pub id: u32,
+    /// 0 while the slot is empty (between a death and its replacement).
+    pub pid: u32,
+    /// `empty`, `starting`, `idle`, `busy`, `stopping`.
+    pub state: String,
+    pub file: Option<CleanText>,
+    pub busy_s: f64,
+    pub rss_bytes: u64,
+    /// Files finished by the processes of this slot.
+    pub files_done: u64,
+    /// Processes this slot has had after its first.
+    pub restarts: u64,
+    /// How the slot's previous process ended (`killed`, `crash`, …), if one did.
+    pub last_exit: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DbWriterStatus {
+    pub pid: u32,
+    pub ready: bool,
+    pub unacked: u64,
+    pub restarts: u64,
+}
+
+/// Counts since the service started; `failed` and `worker_exits` as (class, count) pairs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub files_seen: u64,
+    pub analyzed: u64,
+    pub skipped_unchanged: u64,
+    pub failed: Vec<(String, u64)>,
+    pub quarantined: u64,
+    pub worker_exits: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryStatus {
+    /// `normal`, `high` or `critical`.
+    pub level: String,
+    pub used_share: f64,
+    /// Busy workers allowed under the current pressure.
+    pub busy_limit: u32,
+    pub workers_rss_bytes: u64,
+}

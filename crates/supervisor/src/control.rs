@@ -1,0 +1,237 @@
+//! The control socket of `trackmill serve`: a Unix socket in a private directory (0700, socket
+//! 0600) whose peers must have the service's uid (checked with SO_PEERCRED); one request frame in,
+//! one response frame out. Also the blocking client used by `trackmill status`, `kill`, ….
+
+use crate::event::Event;
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use trackmill_types::frame::{read_frame, read_frame_async, write_frame, write_frame_async};
+use trackmill_types::{ControlCommand, ControlRequest, ControlResponse, PROTOCOL_VERSION};
+
+/// Requests are small; anything larger is refused before allocating.
+const MAX_REQUEST: usize = 1 << 20;
+/// Replies (a status with many workers) stay far below the general frame limit.
+const MAX_REPLY: usize = trackmill_types::frame::MAX_FRAME;
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot create the runtime directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("runtime directory {path} must be owned by uid {uid} and closed to others (it is uid {owner}, mode {mode:o})")]
+    DirNotPrivate {
+        path: PathBuf,
+        uid: u32,
+        owner: u32,
+        mode: u32,
+    },
+    #[error("another trackmill service answers on {0}")]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket")]
+    NotSocket(PathBuf),
+    #[error("cannot bind the control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `$XDG_RUNTIME_DIR/trackmill/control.sock`, or `/run/trackmill/control.sock` for root (and
+/// when `XDG_RUNTIME_DIR` is unset).
+pub fn default_socket_path() -> PathBuf {
+    let root = nix::unistd::geteuid().is_root();
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty() && !root) {
+        Some(dir) => PathBuf::from(dir).join("trackmill/control.sock"),
+        None => PathBuf::from("/run/trackmill/control.sock"),
+    }
+}
+
+/// The configured socket path, or the default one.
+pub fn socket_path(configured: &Path) -> PathBuf {
+    if configured.as_os_str().is_empty() {
+        default_socket_path()
+    } else {
+        configured.to_path_buf()
+    }
+}
+
+/// Creates the private directory and binds the socket, reclaiming a socket left by a crash: it is
+/// removed only if nobody answers on it.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ControlError::Dir {
+            path: dir.into(),
+            source,
+        })?;
+    let meta = std::fs::metadata(dir).map_err(|source| ControlError::Dir {
+        path: dir.into(),
+        source,
+    })?;
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(ControlError::DirNotPrivate {
+            path: dir.into(),
+            uid,
+            owner: meta.uid(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => return Err(ControlError::NotSocket(path.into())),
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => return Err(ControlError::InUse(path.into())),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                tracing::info!("removing the stale control socket {}", path.display());
+                let _ = std::fs::remove_file(path);
+            }
+            Err(source) => {
+                return Err(ControlError::Bind {
+                    path: path.into(),
+                    source,
+                })
+            }
+        },
+        Err(_) => {}
+    }
+    let bind_err = |source| ControlError::Bind {
+        path: path.into(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Accepts connections for the life of the runtime; each request becomes an [`Event::Control`].
+pub fn spawn_server(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("control socket unusable: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_one(stream, events.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("control socket: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn serve_one(mut stream: tokio::net::UnixStream, events: mpsc::UnboundedSender<Event>) {
+    let me = nix::unistd::geteuid().as_raw();
+    let reply = match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me => None,
+        Ok(cred) => {
+            tracing::warn!(
+                "control socket: refused a client with uid {} (pid {:?})",
+                cred.uid(),
+                cred.pid()
+            );
+            Some(ControlResponse::Refused(format!(
+                "uid {} may not control this service (only uid {me})",
+                cred.uid()
+            )))
+        }
+        Err(e) => Some(ControlResponse::Refused(format!(
+            "cannot identify the client: {e}"
+        ))),
+    };
+    let reply = match reply {
+        Some(r) => r,
+        None => {
+            let req = tokio::time::timeout(
+                CLIENT_TIMEOUT,
+                read_frame_async::<_, ControlRequest>(&mut stream, MAX_REQUEST),
+            )
+            .await;
+            match req {
+                Ok(Ok(req)) if req.protocol == PROTOCOL_VERSION => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = events.send(Event::Control {
+                        command: req.command,
+                        reply: tx,
+                    });
+                    rx.await.unwrap_or_else(|_| {
+                        ControlResponse::Refused("the service is shutting down".into())
+                    })
+                }
+                Ok(Ok(req)) => ControlResponse::Refused(format!(
+                    "client speaks protocol {} but the service speaks {PROTOCOL_VERSION}",
+                    req.protocol
+                )),
+                Ok(Err(e)) => ControlResponse::Refused(format!("bad request: {e}")),
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = write_frame_async(&mut stream, &reply).await;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the service at {path}: {source} (is `trackmill serve` running?)")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {source}")]
+    Frame {
+        path: PathBuf,
+        source: trackmill_types::frame::FrameError,
+    },
+}
+
+/// Sends one command to the service and waits for its answer.
+pub fn request(path: &Path, command: ControlCommand) -> Result<ControlResponse, ClientError> {
+    let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        path: path.into(),
+        source,
+    })?;
+    let _ = s.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let frame_err = |source| ClientError::Frame {
+        path: path.into(),
+        source,
+    };
+    // A refused peer is answered before it writes; a failed write still lets us read that answer.
+    let _ = write_frame(
+        &mut s,
+        &ControlRequest {
+            protocol: PROTOCOL_VERSION,
+            command,
+        },
+    );
+    read_frame(&mut s, MAX_REPLY).map_err(frame_err)
+}
+
+/// Removes the socket at shutdown if it is still the one this service bound.
+pub fn remove_socket(path: &Path, ino: u64) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == ino) {
+        let _ = std::fs::remove_file(path);
+    }
+}

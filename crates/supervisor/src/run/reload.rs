@@ -1,0 +1,89 @@
+//! SIGHUP: re-read the config file and apply what can change while serving (the pool size and
+//! limits, the library, the rescan timer). An invalid file is refused and the running
+//! configuration stays.
+
+use super::Supervisor;
+use crate::config::Config;
+
+impl Supervisor {
+    pub(super) fn on_reload(&mut self) {
+        let Some(path) = self.service.as_ref().and_then(|s| s.config_path.clone()) else {
+            tracing::warn!("SIGHUP: no --config file to reload; nothing changes");
+            return;
+        };
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("SIGHUP: reload refused, the running configuration stays: {e}");
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut self.cfg, new);
+        // What a running service cannot change: the database, the analysis set-up, the socket.
+        let mut restart_needed = Vec::new();
+        if format!("{:?}", old.database) != format!("{:?}", self.cfg.database) {
+            restart_needed.push("database");
+        }
+        if format!("{:?}", old.analysis) != format!("{:?}", self.cfg.analysis) {
+            restart_needed.push("analysis");
+        }
+        if old.service.control_socket != self.cfg.service.control_socket {
+            restart_needed.push("service.control_socket");
+        }
+        if old.memory.high != self.cfg.memory.high
+            || old.memory.critical != self.cfg.memory.critical
+        {
+            restart_needed.push("memory.high/critical");
+        }
+        self.cfg.database = old.database.clone();
+        self.cfg.analysis = old.analysis.clone();
+        self.cfg.service.control_socket = old.service.control_socket.clone();
+        self.cfg.memory.high = old.memory.high;
+        self.cfg.memory.critical = old.memory.critical;
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                "SIGHUP: changes to {} take effect after a restart",
+                restart_needed.join(", ")
+            );
+        }
+        let library_changed = format!("{:?}", old.library) != format!("{:?}", self.cfg.library);
+        if library_changed {
+            self.roots = self.cfg.library.roots.clone();
+            if let Some(svc) = self.service.as_mut() {
+                svc.watch(&self.cfg);
+            }
+            self.pending.add_full(false);
+        }
+        let workers = self.cfg.worker_count();
+        tracing::info!(
+            "SIGHUP: configuration reloaded from {}: {} → {} workers{}",
+            path.display(),
+            self.target,
+            workers,
+            if library_changed {
+                "; library changed, rescanning"
+            } else {
+                ""
+            }
+        );
+        self.set_target(workers);
+    }
+
+    /// Grows or shrinks the pool. Growing spawns at the next step; shrinking stops idle workers
+    /// first (highest slots first) and busy ones once their file is done.
+    pub(super) fn set_target(&mut self, n: usize) {
+        let n = n.max(1);
+        self.target = n;
+        if self.slots.len() < n {
+            self.slots.resize_with(n, || None);
+        }
+        while self.slots.len() > n && self.slots.last().is_some_and(|s| s.is_none()) {
+            self.slots.pop();
+        }
+        if self.pressure.level == crate::pressure::Level::Normal {
+            self.pressure.limit = n;
+        } else {
+            self.pressure.limit = self.pressure.limit.min(n);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! How the supervisor starts its children: the same binary with the hidden `worker` and
+//! `db-writer` subcommands, their arguments and the environment they inherit.
+
+use crate::exit;
+use std::ffi::OsString;
+use std::process::ExitCode;
+use trackmill_dbwriter::DbUrl;
+use trackmill_supervisor::{Config, SpawnSpec};
+
+/// Variables a worker keeps from the supervisor's environment.
+const PASSTHROUGH: [&str; 3] = [
+    "TRACKMILL_FAULT_INJECTION",
+    "TRACKMILL_LOG",
+    "TRACKMILL_ORT_LIB",
+];
+
+/// `db_arg` is the URL as given on the command line, if it was.
+pub fn spawn_spec(cfg: &Config, url: &DbUrl, db_arg: Option<&str>) -> Result<SpawnSpec, ExitCode> {
+    let exe = std::env::current_exe().map_err(|e| {
+        eprintln!("trackmill: cannot find my own executable: {e}");
+        ExitCode::from(exit::FAILURE)
+    })?;
+    let url_text = match url {
+        DbUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+        _ => db_arg.map_or_else(|| cfg.database.url.clone(), str::to_string),
+    };
+    let db_args: Vec<OsString> = vec![
+        "db-writer".into(),
+        "--batch-size".into(),
+        cfg.database.batch_size.to_string().into(),
+        "--batch-ms".into(),
+        cfg.database.batch_interval.as_millis().to_string().into(),
+        "--lease-ttl-s".into(),
+        cfg.database.lease_ttl.as_secs().max(1).to_string().into(),
+    ];
+    let worker_env = PASSTHROUGH
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+        .collect();
+    Ok(SpawnSpec {
+        exe,
+        worker_args: vec!["worker".into()],
+        worker_env,
+        db_args,
+        db_env: vec![(crate::DB_URL_ENV.into(), url_text.into())],
+        gpu: cfg.analysis.gpu,
+    })
+}

@@ -1,0 +1,85 @@
+//! `trackmill serve`: checks the configuration, library roots, database and control socket, then
+//! runs the long-running service until SIGTERM/SIGINT.
+
+use crate::{config_error, db_url, exit};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use trackmill_supervisor::{control, Config, ServeOptions};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file; `library.roots` lists the directories to serve. SIGHUP re-reads it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides `database.url`.
+    #[arg(long, env = crate::DB_URL_ENV, hide_env_values = true)]
+    db: Option<String>,
+}
+
+pub fn serve(a: ServeArgs) -> ExitCode {
+    let mut cfg = match &a.config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => return config_error(e),
+        },
+        None => Config::default(),
+    };
+    if cfg.library.roots.is_empty() {
+        return config_error(
+            "library.roots is empty: name the directories to serve in the config file",
+        );
+    }
+    let mut roots = Vec::new();
+    for p in &cfg.library.roots {
+        match std::fs::canonicalize(p) {
+            Ok(abs) if abs.is_dir() => roots.push(abs),
+            Ok(_) => {
+                eprintln!("trackmill: {} is not a directory", p.display());
+                return ExitCode::from(exit::BAD_ROOT);
+            }
+            Err(e) => {
+                eprintln!("trackmill: cannot open library root {}: {e}", p.display());
+                return ExitCode::from(exit::BAD_ROOT);
+            }
+        }
+    }
+    cfg.library.roots = roots;
+    let url = match db_url(a.db.clone(), &cfg) {
+        Ok(u) => u,
+        Err(c) => return c,
+    };
+    let spawn = match crate::children::spawn_spec(&cfg, &url, a.db.as_deref()) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let control_path = control::socket_path(&cfg.service.control_socket);
+    let listener = match control::bind(&control_path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("trackmill: {e}");
+            return ExitCode::from(exit::CONTROL);
+        }
+    };
+    tracing::info!(
+        "serving {} root(s) into {}; control socket {}",
+        cfg.library.roots.len(),
+        url.redacted(),
+        control_path.display()
+    );
+    let opts = ServeOptions {
+        config_path: a.config.clone(),
+        control: listener,
+        control_path,
+        spawn,
+    };
+    match trackmill_supervisor::serve(cfg, opts) {
+        Ok(summary) => {
+            tracing::info!("stopped: {}", summary.line());
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("trackmill: {e}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
