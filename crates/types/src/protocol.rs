@@ -277,6 +277,9 @@ pub struct ServiceStatus {
     /// Scan passes started so far (start, interval, file-system changes, retries).
     pub passes: u64,
     pub pass_active: bool,
+    /// Another pass is due (changes, timer, retry) and starts when the current one is done (and
+    /// not while drained).
+    pub pass_pending: bool,
     pub target_workers: u32,
     pub workers: Vec<WorkerStatus>,
     /// Checked files waiting for a worker.

@@ -64,7 +64,6 @@ impl Pending {
         }
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         !self.full && !self.full_retry && self.paths.is_empty() && self.retry_paths.is_empty()
     }
@@ -159,6 +158,11 @@ impl Service {
         };
         s.watch(cfg);
         s
+    }
+
+    /// File-system changes are being collected for the next pass.
+    pub fn changes_waiting(&self) -> bool {
+        self.first_change.is_some()
     }
 
     /// (Re)starts watching the library roots, if `service.watch` is on.

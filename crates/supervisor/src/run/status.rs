@@ -87,6 +87,8 @@ impl Supervisor {
             uptime_s: self.started.elapsed().as_secs_f64(),
             passes: self.service.as_ref().map_or(1, |svc| svc.passes),
             pass_active: self.pass_active,
+            pass_pending: !self.pending.is_empty()
+                || self.service.as_ref().is_some_and(|s| s.changes_waiting()),
             target_workers: self.target as u32,
             workers,
             queue_ready: self.ready.len() as u64,

@@ -1,0 +1,554 @@
+//! End-to-end tests of `trackmill serve` and its clients: scaling through the config file and
+//! SIGHUP, operator and external kills, the control socket's uid check, SIGTERM and resume, new
+//! files found through file-system notifications, drain and resume, failures and retry. Every
+//! wait is on a `trackmill status --json` reply, a file the fault engine writes, or a line on
+//! the service's stderr.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use trackmill_e2e::*;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+/// Between two looks at an observable condition (not a wait for an outcome).
+const POLL: Duration = Duration::from_millis(50);
+
+/// A running `trackmill serve`; killed and reaped on drop, also when a test fails.
+struct Service {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    config: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn config_text(dir: &Path, lib: &Path, workers: u32, extra: &str) -> String {
+    format!(
+        "[library]\nroots = [{lib:?}]\n\n[workers]\ncount = {workers}\nmax_attempts = 2\n\n\
+         [database]\nurl = \"sqlite://{db}\"\n\n[service]\ncontrol_socket = {sock:?}\n\
+         rescan_interval = \"1h\"\nwatch_debounce = \"300ms\"\n{extra}",
+        db = dir.join("t.db").display(),
+        sock = dir.join("run/control.sock"),
+    )
+}
+
+impl Service {
+    /// Writes the config (with `workers` workers and `extra` lines under `[service]`) and starts
+    /// the service; returns once it answers `status`.
+    fn start(dir: &Path, lib: &Path, workers: u32, extra: &str) -> Service {
+        let config = dir.join("trackmill.toml");
+        std::fs::write(&config, config_text(dir, lib, workers, extra)).unwrap();
+        Self::start_with(dir, &config)
+    }
+
+    fn start_with(dir: &Path, config: &Path) -> Service {
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("TRACKMILL_FAULT_INJECTION", "1")
+            .env_remove("TRACKMILL_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start trackmill serve");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let svc = Service {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            socket: dir.join("run/control.sock"),
+            config: config.to_path_buf(),
+            stderr,
+        };
+        svc.wait_status("the service answers", |_| true);
+        svc
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = self.ctl(&["status", "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Polls `status --json` until `pred` holds; fails with the last reply and the log.
+    fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + DEADLINE;
+        let mut last = Value::Null;
+        while Instant::now() < until {
+            if let Some(s) = self.status() {
+                if pred(&s) {
+                    return s;
+                }
+                last = s;
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!(
+            "timed out waiting for {what}; last status {last:#}\nlog:\n{}",
+            self.log()
+        );
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let until = Instant::now() + DEADLINE;
+        while Instant::now() < until {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!(
+            "timed out waiting for {needle:?} on stderr:\n{}",
+            self.log()
+        );
+    }
+
+    fn reload(&self, workers: u32, extra_workers_lines: &str) {
+        let lib = self.dir.join("lib");
+        let text = config_text(&self.dir, &lib, workers, "").replace(
+            "max_attempts = 2\n",
+            &format!("max_attempts = 2\n{extra_workers_lines}"),
+        );
+        std::fs::write(&self.config, text).unwrap();
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let t = Instant::now();
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut child = self.child.take().unwrap();
+        let until = t + DEADLINE;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st, t.elapsed());
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve did not exit after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn n(v: &Value, path: &[&str]) -> u64 {
+    let mut x = v;
+    for k in path {
+        x = &x[*k];
+    }
+    x.as_u64().unwrap_or(0)
+}
+
+/// Every result the service has so far is committed to the database.
+fn committed(s: &Value) -> bool {
+    n(s, &["db_writer", "unacked"]) == 0 && s["db_writer"]["ready"] == true
+}
+
+fn alive(s: &Value) -> u64 {
+    n(s, &["alive_workers"])
+}
+
+fn busy(s: &Value) -> usize {
+    s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "busy")
+        .count()
+}
+
+/// A file that keeps a worker busy while `marker` exists (the fault engine writes the worker's
+/// pid to `marker.pid`); it ends as a corrupt failure.
+fn blocker(lib: &Path, name: &str, marker: &Path) {
+    std::fs::write(marker, b"").unwrap();
+    std::fs::write(
+        lib.join(name),
+        format!("TRACKMILL-FAULT block-while {}\n", marker.display()),
+    )
+    .unwrap();
+}
+
+fn pid_file(marker: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.pid", marker.display()))
+}
+
+/// Waits for the fault engine's pid file of `marker` and returns the pid in it.
+fn wait_pid(marker: &Path, svc: &Service) -> i32 {
+    let p = pid_file(marker);
+    let until = Instant::now() + DEADLINE;
+    while Instant::now() < until {
+        if let Some(pid) = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        std::thread::sleep(POLL);
+    }
+    panic!("no worker reached {}:\n{}", marker.display(), svc.log());
+}
+
+/// A tone written next to the library and moved in, so the service never sees half a file.
+fn add_tone(dir: &Path, dest: &Path, freq: u32) {
+    let tmp = dir.join(format!("incoming-{freq}.flac"));
+    tone(&tmp, freq, 1);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::rename(&tmp, dest).unwrap();
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    (tmp, lib)
+}
+
+#[test]
+fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    for i in 0..4 {
+        tone(&lib.join(format!("t{i}.flac")), 300 + 40 * i, 1);
+    }
+    let markers: Vec<PathBuf> = (0..4).map(|i| d.join(format!("m{i}"))).collect();
+    for (i, m) in markers.iter().enumerate() {
+        blocker(&lib, &format!("b{i}.mp3"), m);
+    }
+    let svc = Service::start(d, &lib, 2, "");
+    svc.wait_status("2 workers", |s| {
+        alive(s) == 2 && n(s, &["target_workers"]) == 2
+    });
+
+    // 2 → 4: four workers, each busy on a blocker at the same time.
+    svc.reload(4, "");
+    svc.wait_status("4 workers, 4 busy", |s| {
+        n(s, &["target_workers"]) == 4 && alive(s) == 4 && busy(s) == 4
+    });
+    for m in &markers {
+        wait_pid(m, &svc);
+    }
+
+    // An invalid file is refused and the pool stays.
+    std::fs::write(&svc.config, "[workers]\ncount = \"many\"\n").unwrap();
+    nix::sys::signal::kill(svc.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    svc.wait_log("reload refused");
+    let s = svc.status().unwrap();
+    assert_eq!(n(&s, &["target_workers"]), 4, "{s:#}");
+
+    // 4 → 1: no in-flight file is dropped; busy workers stop only after their file.
+    svc.reload(1, "");
+    let s = svc.wait_status("target 1", |s| n(s, &["target_workers"]) == 1);
+    assert_eq!(busy(&s), 4, "busy workers must finish their files: {s:#}");
+    for (k, m) in markers.iter().enumerate() {
+        std::fs::remove_file(m).unwrap();
+        let left = (3 - k as u64).max(1);
+        svc.wait_status("a blocker settled and its worker stopped", |s| {
+            n(s, &["totals", "failed", "corrupt"]) == k as u64 + 1 && alive(s) == left
+        });
+    }
+    // Files keep completing on the shrunk pool: new ones are analysed by the one worker.
+    for i in 0..3 {
+        add_tone(d, &lib.join(format!("new{i}.flac")), 700 + 30 * i);
+    }
+    let s = svc.wait_status("new files analysed", |s| {
+        n(s, &["totals", "analyzed"]) == 7
+            && s["state"] == "idle"
+            && !s["pass_pending"].as_bool().unwrap()
+            && committed(s)
+    });
+    assert_eq!(alive(&s), 1, "{s:#}");
+    assert_eq!(n(&s, &["totals", "files_seen"]), 11, "{s:#}");
+    assert_eq!(n(&s, &["totals", "quarantined"]), 0, "{s:#}");
+    assert_eq!(n(&s, &["totals", "worker_exits", "killed"]), 0, "{s:#}");
+    assert_eq!(n(&s, &["totals", "worker_exits", "stopped"]), 3, "{s:#}");
+    let counts = trackmill_dbwriter::counts(
+        &trackmill_dbwriter::DbUrl::parse(&format!("sqlite://{}", d.join("t.db").display()))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(counts["total"], 11, "{counts}");
+}
+
+#[test]
+fn killed_workers_are_replaced_and_their_file_requeued() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    tone(&lib.join("b.flac"), 550, 1);
+    let marker = d.join("m");
+    blocker(&lib, "block.mp3", &marker);
+    let svc = Service::start(d, &lib, 2, "");
+    let first = wait_pid(&marker, &svc);
+    let s = svc.wait_status("the blocker is in flight", |s| busy(s) == 1);
+    let w = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == first)
+        .unwrap_or_else(|| panic!("no worker {first}: {s:#}"));
+    let id = w["id"].as_u64().unwrap().to_string();
+
+    // An operator's kill.
+    std::fs::remove_file(pid_file(&marker)).unwrap();
+    let out = svc.ctl(&["kill", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = wait_pid(&marker, &svc);
+    assert_ne!(second, first);
+    let s = svc.wait_status("a replacement in the killed slot", |s| {
+        let w = &s["workers"][id.parse::<usize>().unwrap()];
+        n(s, &["totals", "worker_exits", "killed"]) == 1
+            && w["last_exit"] == "killed"
+            && n(w, &["restarts"]) >= 1
+            && n(w, &["pid"]) != 0
+    });
+    assert_eq!(alive(&s), 2, "{s:#}");
+
+    // An external SIGKILL.
+    std::fs::remove_file(pid_file(&marker)).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let third = wait_pid(&marker, &svc);
+    assert_ne!(third, second);
+    svc.wait_status("the second kill counted", |s| {
+        n(s, &["totals", "worker_exits", "killed"]) == 2 && alive(s) == 2
+    });
+
+    // Kills are not held against the file (max_attempts = 2): it ends as what it is.
+    std::fs::remove_file(&marker).unwrap();
+    let s = svc.wait_status("every file settled", |s| {
+        n(s, &["totals", "analyzed"]) == 2
+            && n(s, &["totals", "failed", "corrupt"]) == 1
+            && committed(s)
+    });
+    assert_eq!(n(&s, &["totals", "quarantined"]), 0, "{s:#}");
+
+    // `failures` shows every attempt's cause.
+    let out = Command::new(binary())
+        .args(["failures", "--json", "--db"])
+        .arg(format!("sqlite://{}", d.join("t.db").display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["display_path"].as_str().unwrap().ends_with("block.mp3"))
+        .unwrap_or_else(|| panic!("{rows:#}"));
+    assert_eq!(row["status"], "failed", "{row:#}");
+    let killed = row["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["class"] == "killed")
+        .count();
+    assert_eq!(killed, 2, "{row:#}");
+
+    // `retry PATH` analyses the failed file again; a path outside the library is refused.
+    let out = svc.ctl(&["retry", lib.join("block.mp3").to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    svc.wait_status("the retried file settled again", |s| {
+        n(s, &["totals", "failed", "corrupt"]) == 2 && s["state"] == "idle"
+    });
+    let out = svc.ctl(&["retry", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(8));
+    let out = svc.ctl(&["kill", "99"]);
+    assert_eq!(out.status.code(), Some(8));
+}
+
+#[test]
+fn another_uid_cannot_use_the_control_socket() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    let svc = Service::start(d, &lib, 1, "");
+    let run_dir = d.join("run");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&run_dir), 0o700);
+    assert_eq!(mode(&svc.socket), 0o600);
+    let as_nobody = || {
+        let mut c = Command::new(binary());
+        c.arg("status").arg("--socket").arg(&svc.socket);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                nix::unistd::setgroups(&[])?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(65534))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(65534))?;
+                Ok(())
+            });
+        }
+        c.output().unwrap()
+    };
+    // The private directory keeps it out.
+    let out = as_nobody();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Even with the file modes opened, the peer's uid is checked.
+    for p in [d, run_dir.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&svc.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{err}");
+    assert!(err.contains("uid 65534"), "{err}");
+    svc.wait_log("refused a client with uid 65534");
+    assert!(svc.status().is_some());
+}
+
+#[test]
+fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    for i in 0..4 {
+        tone(&lib.join(format!("t{i}.flac")), 300 + 50 * i, 1);
+    }
+    let marker = d.join("m");
+    blocker(&lib, "block.mp3", &marker);
+    let mut svc = Service::start(d, &lib, 2, "shutdown_grace = \"2s\"\n");
+    wait_pid(&marker, &svc);
+    let s = svc.status().unwrap();
+    assert_eq!(s["state"], "scanning", "{s:#}");
+    let (st, took) = svc.terminate();
+    assert_eq!(st.code(), Some(0), "{}", svc.log());
+    // 2 s of grace, then the worker is stopped and the DB writer flushes.
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}:\n{}",
+        svc.log()
+    );
+    assert!(svc.log().contains("SIGTERM: stopping"), "{}", svc.log());
+    assert!(!svc.socket.exists(), "the socket is removed at exit");
+
+    std::fs::remove_file(&marker).unwrap();
+    let mut svc = Service::start_with(d, &d.join("trackmill.toml"));
+    let s = svc.wait_status("the resumed pass settled", |s| {
+        s["state"] == "idle" && committed(s)
+    });
+    let t = &s["totals"];
+    assert_eq!(n(t, &["failed", "corrupt"]), 1, "{s:#}");
+    assert_eq!(
+        n(t, &["analyzed"]) + n(t, &["skipped_unchanged"]),
+        4,
+        "{s:#}"
+    );
+    let url = trackmill_dbwriter::DbUrl::parse(&format!("sqlite://{}", d.join("t.db").display()))
+        .unwrap();
+    let counts = trackmill_dbwriter::counts(&url).unwrap();
+    assert_eq!(counts["analyzed"], 4, "{counts}");
+    assert_eq!(counts["failed"], 1, "{counts}");
+    let (st, _) = svc.terminate();
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn files_added_while_serving_are_analysed_without_a_restart() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    let svc = Service::start(d, &lib, 1, "");
+    svc.wait_status("the first pass", |s| {
+        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1
+    });
+    add_tone(d, &lib.join("b.flac"), 500);
+    add_tone(d, &lib.join("album/c.flac"), 600);
+    let s = svc.wait_status("new files analysed", |s| {
+        n(s, &["totals", "analyzed"]) == 3 && committed(s)
+    });
+    // The rescan timer is an hour away: only the file-system watch found them.
+    assert!(n(&s, &["passes"]) >= 2, "{s:#}");
+    assert!(svc.log().contains("changed paths"), "{}", svc.log());
+    let c = stored(&d.join("t.db"), &lib.join("album/c.flac"));
+    assert_eq!(c["status"], "analyzed", "{c:#}");
+}
+
+#[test]
+fn drain_holds_new_work_until_resume() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    let svc = Service::start(d, &lib, 1, "");
+    svc.wait_status("the first pass", |s| {
+        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1
+    });
+    let out = svc.ctl(&["drain"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    add_tone(d, &lib.join("b.flac"), 500);
+    // The change is seen and its pass is due, but nothing starts while drained.
+    let s = svc.wait_status("a pass pending while drained", |s| {
+        s["state"] == "drained" && s["pass_pending"] == true
+    });
+    assert_eq!(n(&s, &["totals", "analyzed"]), 1, "{s:#}");
+    let out = svc.ctl(&["resume"]);
+    assert!(out.status.success());
+    svc.wait_status("the new file analysed", |s| {
+        n(s, &["totals", "analyzed"]) == 2
+    });
+}
