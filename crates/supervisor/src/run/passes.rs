@@ -160,6 +160,11 @@ impl Service {
         s
     }
 
+    /// A new rescan interval counts from now.
+    pub fn reschedule(&mut self, every: Duration) {
+        self.next_rescan = (!every.is_zero()).then(|| Instant::now() + every);
+    }
+
     /// File-system changes are being collected for the next pass.
     pub fn changes_waiting(&self) -> bool {
         self.first_change.is_some()

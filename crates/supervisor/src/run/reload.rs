@@ -11,7 +11,7 @@ impl Supervisor {
             tracing::warn!("SIGHUP: no --config file to reload; nothing changes");
             return;
         };
-        let new = match Config::load(&path) {
+        let new = match Config::load(&path).and_then(canonical_roots) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("SIGHUP: reload refused, the running configuration stays: {e}");
@@ -54,6 +54,11 @@ impl Supervisor {
             }
             self.pending.add_full(false);
         }
+        if old.service.rescan_interval != self.cfg.service.rescan_interval {
+            if let Some(svc) = self.service.as_mut() {
+                svc.reschedule(self.cfg.service.rescan_interval);
+            }
+        }
         let workers = self.cfg.worker_count();
         tracing::info!(
             "SIGHUP: configuration reloaded from {}: {} → {} workers{}",
@@ -86,4 +91,31 @@ impl Supervisor {
             self.pressure.limit = self.pressure.limit.min(n);
         }
     }
+}
+
+/// The library roots as absolute, resolved directories; a missing root refuses the reload.
+fn canonical_roots(mut cfg: Config) -> Result<Config, crate::ConfigError> {
+    let mut roots = Vec::with_capacity(cfg.library.roots.len());
+    for r in &cfg.library.roots {
+        match std::fs::canonicalize(r) {
+            Ok(abs) if abs.is_dir() => roots.push(abs),
+            Ok(_) => {
+                return Err(crate::ConfigError::Invalid(format!(
+                    "library root {} is not a directory",
+                    r.display()
+                )))
+            }
+            Err(e) => {
+                return Err(crate::ConfigError::Invalid(format!(
+                    "library root {}: {e}",
+                    r.display()
+                )))
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(crate::ConfigError::Invalid("library.roots is empty".into()));
+    }
+    cfg.library.roots = roots;
+    Ok(cfg)
 }
