@@ -552,3 +552,61 @@ fn drain_holds_new_work_until_resume() {
         n(s, &["totals", "analyzed"]) == 2
     });
 }
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text_on_loopback() {
+    use std::io::{Read, Write};
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    std::fs::write(lib.join("bad.mp3"), b"not audio at all").unwrap();
+    let svc = Service::start(d, &lib, 1, "metrics_addr = \"127.0.0.1:0\"\n");
+    svc.wait_status("the first pass", |s| {
+        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1
+    });
+    svc.wait_log("metrics on http://");
+    let log = svc.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split("/metrics").next())
+        .unwrap()
+        .to_string();
+    let get = |path: &str| {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text
+    };
+    let text = get("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for line in [
+        "trackmill_files_total{outcome=\"analyzed\"} 1\n",
+        "trackmill_files_failed_total{class=\"corrupt\"} 1\n",
+        "trackmill_worker_exits_total{cause=\"killed\"} 0\n",
+        "trackmill_queue_depth 0\n",
+        "trackmill_analysis_seconds_count 2\n",
+        "trackmill_analysis_seconds_bucket{le=\"+Inf\"} 2\n",
+        "trackmill_worker_rss_bytes{worker=\"0\"",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+
+    // Off the loopback it is refused as a config error.
+    let cfg = d.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        config_text(d, &lib, 1, "metrics_addr = \"0.0.0.0:9187\"\n")
+            .replace("run/control.sock", "run2/control.sock"),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}

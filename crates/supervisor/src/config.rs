@@ -197,6 +197,9 @@ pub struct Service {
     /// `serve`: the control socket; empty means `$XDG_RUNTIME_DIR/trackmill/control.sock`, or
     /// `/run/trackmill/control.sock` for root. Its directory must be private to the service's user.
     pub control_socket: PathBuf,
+    /// `serve`: a Prometheus text endpoint (`http://ADDR/metrics`) on a loopback address, e.g.
+    /// `127.0.0.1:9187`; empty turns it off.
+    pub metrics_addr: String,
 }
 
 impl Default for Service {
@@ -207,6 +210,7 @@ impl Default for Service {
             watch: true,
             watch_debounce: Duration::from_secs(2),
             control_socket: PathBuf::new(),
+            metrics_addr: String::new(),
         }
     }
 }
@@ -272,6 +276,22 @@ impl Config {
                 "memory.critical ({}) must not be below memory.high ({})",
                 self.memory.critical, self.memory.high
             ));
+        }
+        if !self.service.metrics_addr.is_empty() {
+            match self.service.metrics_addr.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => {}
+                Ok(a) => {
+                    return bad(format!(
+                        "service.metrics_addr = {a} is not a loopback address (127.0.0.1 or ::1)"
+                    ))
+                }
+                Err(e) => {
+                    return bad(format!(
+                        "service.metrics_addr = {:?}: {e} (write e.g. 127.0.0.1:9187)",
+                        self.service.metrics_addr
+                    ))
+                }
+            }
         }
         if self.database.batch_size == 0 || self.database.max_unacked == 0 {
             return bad("database.batch_size and database.max_unacked must be at least 1".into());
@@ -385,6 +405,16 @@ mod tests {
         assert!((c.memory.high - 0.8).abs() < 1e-9);
         assert!(Config::parse("[workers]\nmemory_limit = \"lots\"\n").is_err());
         assert!(Config::parse("[memory]\nhigh = 0.99\ncritical = 0.9\n").is_err());
+    }
+
+    #[test]
+    fn metrics_only_on_loopback() {
+        assert!(Config::parse("[service]\nmetrics_addr = \"127.0.0.1:9187\"\n").is_ok());
+        let e = Config::parse("[service]\nmetrics_addr = \"0.0.0.0:9187\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loopback"), "{e}");
+        assert!(Config::parse("[service]\nmetrics_addr = \"localhost\"\n").is_err());
     }
 
     #[test]

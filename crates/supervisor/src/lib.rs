@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 mod dbclient;
 mod event;
+pub mod metrics;
 mod pool;
 mod pressure;
 mod progress;

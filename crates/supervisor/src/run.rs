@@ -56,6 +56,8 @@ pub struct ServeOptions {
     /// The bound control socket (see [`crate::control::bind`]).
     pub control: std::os::unix::net::UnixListener,
     pub control_path: PathBuf,
+    /// The bound Prometheus endpoint, if `service.metrics_addr` is set.
+    pub metrics: Option<std::net::TcpListener>,
     pub spawn: SpawnSpec,
 }
 
@@ -134,6 +136,7 @@ struct Supervisor {
     hist: Vec<status::SlotHistory>,
     /// Only in `serve`.
     service: Option<passes::Service>,
+    analysis_time: trackmill_types::Histogram,
 }
 
 /// Runs one scan to completion (or interruption) and returns its summary.
@@ -211,12 +214,16 @@ async fn run(
         pending: passes::Pending::first(opts.retry_failed),
         hist: Vec::new(),
         service: None,
+        analysis_time: trackmill_types::Histogram::new(&crate::metrics::ANALYSIS_BOUNDS),
         cfg,
     };
     let mut sighup = None;
     let mut control_ino = None;
     if let Some(serve) = serve {
         crate::control::spawn_server(serve.control, events_tx.clone());
+        if let Some(l) = serve.metrics {
+            crate::metrics::spawn_server(l, events_tx.clone());
+        }
         control_ino = std::fs::metadata(&serve.control_path).ok().map(|m| {
             (
                 serve.control_path.clone(),
@@ -637,6 +644,7 @@ impl Supervisor {
         started: Instant,
     ) {
         self.summary.audio_s += stats.audio_s;
+        self.analysis_time.observe(started.elapsed().as_secs_f64());
         self.summary.worker_peak_rss_bytes =
             self.summary.worker_peak_rss_bytes.max(stats.peak_rss_bytes);
         match outcome {

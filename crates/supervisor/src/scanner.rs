@@ -44,7 +44,7 @@ pub fn start(
         .expect("spawn scanner thread")
 }
 
-fn wanted(name: &OsStr, exts: &[String]) -> bool {
+pub(crate) fn wanted(name: &OsStr, exts: &[String]) -> bool {
     if exts.is_empty() {
         return true;
     }

@@ -60,6 +60,19 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::CONTROL);
         }
     };
+    let metrics = if cfg.service.metrics_addr.is_empty() {
+        None
+    } else {
+        match trackmill_supervisor::metrics::bind(&cfg.service.metrics_addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return config_error(format!(
+                    "service.metrics_addr: cannot listen on {}: {e}",
+                    cfg.service.metrics_addr
+                ))
+            }
+        }
+    };
     tracing::info!(
         "serving {} root(s) into {}; control socket {}",
         cfg.library.roots.len(),
@@ -70,6 +83,7 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         config_path: a.config.clone(),
         control: listener,
         control_path,
+        metrics,
         spawn,
     };
     match trackmill_supervisor::serve(cfg, opts) {

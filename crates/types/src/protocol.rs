@@ -291,6 +291,42 @@ pub struct ServiceStatus {
     pub memory: MemoryStatus,
     /// More unplanned worker deaths than `workers.restart_intensity` within the window.
     pub degraded: bool,
+    /// Time from dispatch to a worker's answer, per file answered.
+    pub analysis_seconds: Histogram,
+}
+
+/// A histogram with fixed upper bounds; `counts` has one more entry than `bounds` (above the last).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let ix = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get_mut(ix) {
+            *c += 1;
+        }
+        self.sum += v;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -268,12 +268,29 @@ impl Supervisor {
             return;
         };
         let now = Instant::now();
-        svc.first_change.get_or_insert(now);
-        svc.last_change = now;
         if svc.changes_overflowed {
+            svc.last_change = now;
             return;
         }
-        svc.changes.extend(paths);
+        // Only what a walk would pick up (a directory, or a file with a wanted extension), so a
+        // cover image or a database file inside the library never starts a pass.
+        let exts: Vec<String> = self
+            .cfg
+            .library
+            .extensions
+            .iter()
+            .map(|e| e.to_ascii_lowercase())
+            .collect();
+        svc.changes.extend(paths.into_iter().filter(|p| {
+            p.is_dir()
+                || p.file_name()
+                    .is_some_and(|n| crate::scanner::wanted(n, &exts))
+        }));
+        if svc.changes.is_empty() {
+            return;
+        }
+        svc.first_change.get_or_insert(now);
+        svc.last_change = now;
         if svc.changes.len() > MAX_PATHS {
             svc.changes.clear();
             svc.changes_overflowed = true;

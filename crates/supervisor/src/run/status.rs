@@ -118,6 +118,7 @@ impl Supervisor {
                 workers_rss_bytes: self.worker_rss,
             },
             degraded: self.intensity.degraded,
+            analysis_seconds: self.analysis_time.clone(),
         }
     }
 }
