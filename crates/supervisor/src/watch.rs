@@ -16,11 +16,12 @@ pub fn start(
 ) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
-            let wanted = match ev.kind {
-                EventKind::Create(_) | EventKind::Modify(_) => true,
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                _ => false,
-            };
+            let wanted = matches!(
+                ev.kind,
+                EventKind::Create(_)
+                    | EventKind::Modify(_)
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            );
             if wanted && !ev.paths.is_empty() {
                 let _ = events.send(Event::FsChanged(ev.paths));
             }
