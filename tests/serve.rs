@@ -43,11 +43,12 @@ impl Service {
     fn start(dir: &Path, lib: &Path, workers: u32, extra: &str) -> Service {
         let config = dir.join("trackmill.toml");
         std::fs::write(&config, config_text(dir, lib, workers, extra)).unwrap();
-        Self::start_with(dir, &config)
+        Self::start_with(dir, &config, &[])
     }
 
-    fn start_with(dir: &Path, config: &Path) -> Service {
+    fn start_with(dir: &Path, config: &Path, args: &[&str]) -> Service {
         let mut child = Command::new(binary())
+            .args(args)
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -484,7 +485,7 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
     assert!(!svc.socket.exists(), "the socket is removed at exit");
 
     std::fs::remove_file(&marker).unwrap();
-    let mut svc = Service::start_with(d, &d.join("trackmill.toml"));
+    let mut svc = Service::start_with(d, &d.join("trackmill.toml"), &[]);
     let s = svc.wait_status("the resumed pass settled", |s| {
         s["state"] == "idle" && committed(s)
     });
@@ -609,4 +610,50 @@ fn metrics_endpoint_serves_prometheus_text_on_loopback() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[test]
+fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    let mut svc = Service::start(d, &lib, 1, "");
+    svc.wait_status("the first pass committed", |s| {
+        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1 && committed(s)
+    });
+    // A second service on the same socket is refused while the first answers.
+    let out = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&svc.config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another trackmill service answers"));
+    assert!(
+        svc.status().is_some(),
+        "the running service keeps its socket"
+    );
+
+    // A crash leaves the socket file behind; the next start reclaims it.
+    let mut child = svc.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(svc.socket.exists());
+    let svc = Service::start_with(d, &svc.config, &["--log-format", "json"]);
+    svc.wait_log("removing the stale control socket");
+    let s = svc.wait_status("the restarted pass", |s| s["state"] == "idle");
+    assert_eq!(n(&s, &["totals", "skipped_unchanged"]), 1, "{s:#}");
+    // --log-format json: every line of the service's own log is one JSON object.
+    let log = svc.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("removing the stale control socket"))
+        .unwrap();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO", "{v}");
 }
