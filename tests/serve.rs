@@ -47,11 +47,14 @@ impl Service {
     }
 
     fn start_with(dir: &Path, config: &Path, args: &[&str]) -> Service {
-        let mut child = Command::new(binary())
-            .args(args)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
+        let mut cmd = Command::new(binary());
+        cmd.args(args).arg("serve").arg("--config").arg(config);
+        Self::spawn(cmd, dir, config)
+    }
+
+    /// Starts `cmd` (which runs `serve` with `config`) with stderr captured.
+    fn spawn(mut cmd: Command, dir: &Path, config: &Path) -> Service {
+        let mut child = cmd
             .env("TRACKMILL_FAULT_INJECTION", "1")
             .env_remove("TRACKMILL_DATABASE_URL")
             .stdin(Stdio::null())
@@ -656,4 +659,43 @@ fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
         .unwrap();
     let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["level"], "INFO", "{v}");
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    let notify = d.join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let config = d.join("trackmill.toml");
+    std::fs::write(&config, config_text(d, &lib, 1, "")).unwrap();
+    // systemd names the main pid in WATCHDOG_PID: the shell's pid, which exec keeps.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" serve --config \"$1\"")
+        .arg(binary())
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "200000");
+    let mut svc = Service::spawn(cmd, d, &config);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut wait_for = |what: &str, seen: &mut String| {
+        while !seen.contains(what) {
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {what} from the service ({e}); got {seen}"));
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    };
+    wait_for("READY=1", &mut seen);
+    wait_for("WATCHDOG=1", &mut seen);
+    wait_for("STATUS=", &mut seen);
+    let (st, _) = svc.terminate();
+    assert_eq!(st.code(), Some(0));
+    wait_for("STOPPING=1", &mut seen);
 }
