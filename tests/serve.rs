@@ -412,6 +412,20 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
     svc.wait_status("the retried file settled again", |s| {
         n(s, &["totals", "failed", "corrupt"]) == 2 && s["state"] == "idle"
     });
+    let out = svc.ctl(&["retry", "--all-failed"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = svc.wait_status("every failed file settled again", |s| {
+        n(s, &["totals", "failed", "corrupt"]) == 3 && s["state"] == "idle"
+    });
+    assert_eq!(
+        n(&s, &["totals", "analyzed"]),
+        2,
+        "analysed files are not redone: {s:#}"
+    );
     let out = svc.ctl(&["retry", "/etc/passwd"]);
     assert_eq!(out.status.code(), Some(8));
     let out = svc.ctl(&["kill", "99"]);
@@ -477,6 +491,7 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
     let s = svc.status().unwrap();
     assert_eq!(s["state"], "scanning", "{s:#}");
     let (st, took) = svc.terminate();
+    eprintln!("SIGTERM to exit with a busy worker and a 2s grace: {took:?}");
     assert_eq!(st.code(), Some(0), "{}", svc.log());
     // 2 s of grace, then the worker is stopped and the DB writer flushes.
     assert!(
@@ -555,6 +570,18 @@ fn drain_holds_new_work_until_resume() {
     svc.wait_status("the new file analysed", |s| {
         n(s, &["totals", "analyzed"]) == 2
     });
+    // `trackmill workers N` resizes the pool until the next reload.
+    let out = svc.ctl(&["workers", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    svc.wait_status("3 workers", |s| {
+        n(s, &["target_workers"]) == 3 && alive(s) == 3
+    });
+    let out = svc.ctl(&["workers", "5000"]);
+    assert_eq!(out.status.code(), Some(8));
 }
 
 #[test]
