@@ -19,7 +19,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub library: Library,
@@ -30,7 +30,7 @@ pub struct Config {
     pub service: Service,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Library {
     /// Directories to scan (`serve`; `scan` takes them on the command line).
@@ -56,7 +56,7 @@ impl Default for Library {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Workers {
     /// Worker processes; 0 means one per CPU.
@@ -102,7 +102,7 @@ impl Default for Workers {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Memory {
     /// Above this share of RAM in use, halve the number of busy workers (recovering gradually).
@@ -126,7 +126,7 @@ impl Default for Memory {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
     /// `sqlite://PATH` or `postgres://…`; empty means the default SQLite file.
@@ -155,7 +155,7 @@ impl Default for Database {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Analysis {
     /// Models to run (manifest names under `models_dir`); empty for DSP-only analysis.
@@ -180,7 +180,7 @@ impl Default for Analysis {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Service {
     /// On SIGTERM/SIGINT, in-flight files get this long to finish before workers are killed.

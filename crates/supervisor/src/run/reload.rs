@@ -21,14 +21,17 @@ impl Supervisor {
         let old = std::mem::replace(&mut self.cfg, new);
         // What a running service cannot change: the database, the analysis set-up, the socket.
         let mut restart_needed = Vec::new();
-        if format!("{:?}", old.database) != format!("{:?}", self.cfg.database) {
+        if old.database != self.cfg.database {
             restart_needed.push("database");
         }
-        if format!("{:?}", old.analysis) != format!("{:?}", self.cfg.analysis) {
+        if old.analysis != self.cfg.analysis {
             restart_needed.push("analysis");
         }
         if old.service.control_socket != self.cfg.service.control_socket {
             restart_needed.push("service.control_socket");
+        }
+        if old.service.metrics_addr != self.cfg.service.metrics_addr {
+            restart_needed.push("service.metrics_addr");
         }
         if old.memory.high != self.cfg.memory.high
             || old.memory.critical != self.cfg.memory.critical
@@ -38,6 +41,7 @@ impl Supervisor {
         self.cfg.database = old.database.clone();
         self.cfg.analysis = old.analysis.clone();
         self.cfg.service.control_socket = old.service.control_socket.clone();
+        self.cfg.service.metrics_addr = old.service.metrics_addr.clone();
         self.cfg.memory.high = old.memory.high;
         self.cfg.memory.critical = old.memory.critical;
         if !restart_needed.is_empty() {
@@ -46,13 +50,15 @@ impl Supervisor {
                 restart_needed.join(", ")
             );
         }
-        let library_changed = format!("{:?}", old.library) != format!("{:?}", self.cfg.library);
+        let library_changed = old.library != self.cfg.library;
         if library_changed {
             self.roots = self.cfg.library.roots.clone();
+            self.pending.add_full(false);
+        }
+        if library_changed || old.service.watch != self.cfg.service.watch {
             if let Some(svc) = self.service.as_mut() {
                 svc.watch(&self.cfg);
             }
-            self.pending.add_full(false);
         }
         if old.service.rescan_interval != self.cfg.service.rescan_interval {
             if let Some(svc) = self.service.as_mut() {
