@@ -376,3 +376,52 @@ pub struct MemoryStatus {
     pub busy_limit: u32,
     pub workers_rss_bytes: u64,
 }
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+    use crate::frame::{encode, read_frame, MAX_FRAME};
+
+    #[test]
+    fn control_messages_roundtrip() {
+        let req = ControlRequest {
+            protocol: PROTOCOL_VERSION,
+            command: ControlCommand::Retry {
+                paths: vec![PathBytes(b"/music/bad\xff.mp3".to_vec())],
+            },
+        };
+        let back: ControlRequest = read_frame(&mut &encode(&req).unwrap()[..], 1024).unwrap();
+        assert_eq!(back, req);
+        let mut status = ServiceStatus {
+            state: "scanning".into(),
+            workers: vec![WorkerStatus {
+                id: 3,
+                pid: 42,
+                state: "busy".into(),
+                file: Some(CleanText::new("/music/a.flac")),
+                busy_s: 1.5,
+                last_exit: Some("killed".into()),
+                ..WorkerStatus::default()
+            }],
+            analysis_seconds: Histogram::new(&[0.5, 1.0]),
+            ..ServiceStatus::default()
+        };
+        status.totals.failed.push(("corrupt".into(), 2));
+        status.analysis_seconds.observe(0.7);
+        let resp = ControlResponse::Status(Box::new(status));
+        let back: ControlResponse =
+            read_frame(&mut &encode(&resp).unwrap()[..], MAX_FRAME).unwrap();
+        assert_eq!(back, resp);
+    }
+
+    #[test]
+    fn garbage_requests_are_errors() {
+        for bytes in [
+            &[1u8, 0, 0, 0, 0xff][..],
+            &[3, 0, 0, 0, 1, 9, 9][..],
+            &[][..],
+        ] {
+            assert!(read_frame::<_, ControlRequest>(&mut &bytes[..], 1024).is_err());
+        }
+    }
+}
