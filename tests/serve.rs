@@ -4,6 +4,7 @@
 //! wait is on a `trackmill status --json` reply, a file the fault engine writes, or a line on
 //! the service's stderr.
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -81,8 +82,8 @@ impl Service {
         svc
     }
 
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     fn log(&self) -> String {
@@ -145,13 +146,13 @@ impl Service {
             &format!("max_attempts = 2\n{extra_workers_lines}"),
         );
         std::fs::write(&self.config, text).unwrap();
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+        signal(self.pid(), Signal::SIGHUP);
     }
 
     /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
     fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
         let t = Instant::now();
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        signal(self.pid(), Signal::SIGTERM);
         let mut child = self.child.take().unwrap();
         let until = t + DEADLINE;
         loop {
@@ -177,7 +178,7 @@ impl Drop for Service {
     }
 }
 
-fn n(v: &Value, path: &[&str]) -> u64 {
+fn num(v: &Value, path: &[&str]) -> u64 {
     let mut x = v;
     for k in path {
         x = &x[*k];
@@ -187,11 +188,11 @@ fn n(v: &Value, path: &[&str]) -> u64 {
 
 /// Every result the service has so far is committed to the database.
 fn committed(s: &Value) -> bool {
-    n(s, &["db_writer", "unacked"]) == 0 && s["db_writer"]["ready"] == true
+    num(s, &["db_writer", "unacked"]) == 0 && s["db_writer"]["ready"] == true
 }
 
 fn alive(s: &Value) -> u64 {
-    n(s, &["alive_workers"])
+    num(s, &["alive_workers"])
 }
 
 fn busy(s: &Value) -> usize {
@@ -201,37 +202,6 @@ fn busy(s: &Value) -> usize {
         .iter()
         .filter(|w| w["state"] == "busy")
         .count()
-}
-
-/// A file that keeps a worker busy while `marker` exists (the fault engine writes the worker's
-/// pid to `marker.pid`); it ends as a corrupt failure.
-fn blocker(lib: &Path, name: &str, marker: &Path) {
-    std::fs::write(marker, b"").unwrap();
-    std::fs::write(
-        lib.join(name),
-        format!("TRACKMILL-FAULT block-while {}\n", marker.display()),
-    )
-    .unwrap();
-}
-
-fn pid_file(marker: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.pid", marker.display()))
-}
-
-/// Waits for the fault engine's pid file of `marker` and returns the pid in it.
-fn wait_pid(marker: &Path, svc: &Service) -> i32 {
-    let p = pid_file(marker);
-    let until = Instant::now() + DEADLINE;
-    while Instant::now() < until {
-        if let Some(pid) = std::fs::read_to_string(&p)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            return pid;
-        }
-        std::thread::sleep(POLL);
-    }
-    panic!("no worker reached {}:\n{}", marker.display(), svc.log());
 }
 
 /// A tone written next to the library and moved in, so the service never sees half a file.
@@ -258,38 +228,38 @@ fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
     }
     let markers: Vec<PathBuf> = (0..4).map(|i| d.join(format!("m{i}"))).collect();
     for (i, m) in markers.iter().enumerate() {
-        blocker(&lib, &format!("b{i}.mp3"), m);
+        blocking_file(&lib.join(format!("b{i}.mp3")), m);
     }
     let svc = Service::start(d, &lib, 2, "");
     svc.wait_status("2 workers", |s| {
-        alive(s) == 2 && n(s, &["target_workers"]) == 2
+        alive(s) == 2 && num(s, &["target_workers"]) == 2
     });
 
     // 2 → 4: four workers, each busy on a blocker at the same time.
     svc.reload(4, "");
     svc.wait_status("4 workers, 4 busy", |s| {
-        n(s, &["target_workers"]) == 4 && alive(s) == 4 && busy(s) == 4
+        num(s, &["target_workers"]) == 4 && alive(s) == 4 && busy(s) == 4
     });
     for m in &markers {
-        wait_pid(m, &svc);
+        take_blocked_pid(m, DEADLINE);
     }
 
     // An invalid file is refused and the pool stays.
     std::fs::write(&svc.config, "[workers]\ncount = \"many\"\n").unwrap();
-    nix::sys::signal::kill(svc.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    signal(svc.pid(), Signal::SIGHUP);
     svc.wait_log("reload refused");
     let s = svc.status().unwrap();
-    assert_eq!(n(&s, &["target_workers"]), 4, "{s:#}");
+    assert_eq!(num(&s, &["target_workers"]), 4, "{s:#}");
 
     // 4 → 1: no in-flight file is dropped; busy workers stop only after their file.
     svc.reload(1, "");
-    let s = svc.wait_status("target 1", |s| n(s, &["target_workers"]) == 1);
+    let s = svc.wait_status("target 1", |s| num(s, &["target_workers"]) == 1);
     assert_eq!(busy(&s), 4, "busy workers must finish their files: {s:#}");
     for (k, m) in markers.iter().enumerate() {
         std::fs::remove_file(m).unwrap();
         let left = (3 - k as u64).max(1);
         svc.wait_status("a blocker settled and its worker stopped", |s| {
-            n(s, &["totals", "failed", "corrupt"]) == k as u64 + 1 && alive(s) == left
+            num(s, &["totals", "failed", "corrupt"]) == k as u64 + 1 && alive(s) == left
         });
     }
     // Files keep completing on the shrunk pool: new ones are analysed by the one worker.
@@ -297,16 +267,16 @@ fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
         add_tone(d, &lib.join(format!("new{i}.flac")), 700 + 30 * i);
     }
     let s = svc.wait_status("new files analysed", |s| {
-        n(s, &["totals", "analyzed"]) == 7
+        num(s, &["totals", "analyzed"]) == 7
             && s["state"] == "idle"
             && !s["pass_pending"].as_bool().unwrap()
             && committed(s)
     });
     assert_eq!(alive(&s), 1, "{s:#}");
-    assert_eq!(n(&s, &["totals", "files_seen"]), 11, "{s:#}");
-    assert_eq!(n(&s, &["totals", "quarantined"]), 0, "{s:#}");
-    assert_eq!(n(&s, &["totals", "worker_exits", "killed"]), 0, "{s:#}");
-    assert_eq!(n(&s, &["totals", "worker_exits", "stopped"]), 3, "{s:#}");
+    assert_eq!(num(&s, &["totals", "files_seen"]), 11, "{s:#}");
+    assert_eq!(num(&s, &["totals", "quarantined"]), 0, "{s:#}");
+    assert_eq!(num(&s, &["totals", "worker_exits", "killed"]), 0, "{s:#}");
+    assert_eq!(num(&s, &["totals", "worker_exits", "stopped"]), 3, "{s:#}");
     let counts = trackmill_dbwriter::counts(
         &trackmill_dbwriter::DbUrl::parse(&format!("sqlite://{}", d.join("t.db").display()))
             .unwrap(),
@@ -322,9 +292,9 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
     tone(&lib.join("a.flac"), 440, 1);
     tone(&lib.join("b.flac"), 550, 1);
     let marker = d.join("m");
-    blocker(&lib, "block.mp3", &marker);
+    blocking_file(&lib.join("block.mp3"), &marker);
     let svc = Service::start(d, &lib, 2, "");
-    let first = wait_pid(&marker, &svc);
+    let first = take_blocked_pid(&marker, DEADLINE);
     let s = svc.wait_status("the blocker is in flight", |s| busy(s) == 1);
     let w = s["workers"]
         .as_array()
@@ -335,45 +305,39 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
     let id = w["id"].as_u64().unwrap().to_string();
 
     // An operator's kill.
-    std::fs::remove_file(pid_file(&marker)).unwrap();
     let out = svc.ctl(&["kill", &id]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let second = wait_pid(&marker, &svc);
+    let second = take_blocked_pid(&marker, DEADLINE);
     assert_ne!(second, first);
     let s = svc.wait_status("a replacement in the killed slot", |s| {
         let w = &s["workers"][id.parse::<usize>().unwrap()];
-        n(s, &["totals", "worker_exits", "killed"]) == 1
+        num(s, &["totals", "worker_exits", "killed"]) == 1
             && w["last_exit"] == "killed"
-            && n(w, &["restarts"]) >= 1
-            && n(w, &["pid"]) != 0
+            && num(w, &["restarts"]) >= 1
+            && num(w, &["pid"]) != 0
     });
     assert_eq!(alive(&s), 2, "{s:#}");
 
     // An external SIGKILL.
-    std::fs::remove_file(pid_file(&marker)).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(second),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let third = wait_pid(&marker, &svc);
+    signal(second, Signal::SIGKILL);
+    let third = take_blocked_pid(&marker, DEADLINE);
     assert_ne!(third, second);
     svc.wait_status("the second kill counted", |s| {
-        n(s, &["totals", "worker_exits", "killed"]) == 2 && alive(s) == 2
+        num(s, &["totals", "worker_exits", "killed"]) == 2 && alive(s) == 2
     });
 
     // Kills are not held against the file (max_attempts = 2): it ends as what it is.
     std::fs::remove_file(&marker).unwrap();
     let s = svc.wait_status("every file settled", |s| {
-        n(s, &["totals", "analyzed"]) == 2
-            && n(s, &["totals", "failed", "corrupt"]) == 1
+        num(s, &["totals", "analyzed"]) == 2
+            && num(s, &["totals", "failed", "corrupt"]) == 1
             && committed(s)
     });
-    assert_eq!(n(&s, &["totals", "quarantined"]), 0, "{s:#}");
+    assert_eq!(num(&s, &["totals", "quarantined"]), 0, "{s:#}");
 
     // `failures` shows every attempt's cause.
     let out = Command::new(binary())
@@ -410,7 +374,7 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
         String::from_utf8_lossy(&out.stderr)
     );
     svc.wait_status("the retried file settled again", |s| {
-        n(s, &["totals", "failed", "corrupt"]) == 2 && s["state"] == "idle"
+        num(s, &["totals", "failed", "corrupt"]) == 2 && s["state"] == "idle"
     });
     let out = svc.ctl(&["retry", "--all-failed"]);
     assert!(
@@ -419,10 +383,10 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s = svc.wait_status("every failed file settled again", |s| {
-        n(s, &["totals", "failed", "corrupt"]) == 3 && s["state"] == "idle"
+        num(s, &["totals", "failed", "corrupt"]) == 3 && s["state"] == "idle"
     });
     assert_eq!(
-        n(&s, &["totals", "analyzed"]),
+        num(&s, &["totals", "analyzed"]),
         2,
         "analysed files are not redone: {s:#}"
     );
@@ -485,9 +449,9 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
         tone(&lib.join(format!("t{i}.flac")), 300 + 50 * i, 1);
     }
     let marker = d.join("m");
-    blocker(&lib, "block.mp3", &marker);
+    blocking_file(&lib.join("block.mp3"), &marker);
     let mut svc = Service::start(d, &lib, 2, "shutdown_grace = \"2s\"\n");
-    wait_pid(&marker, &svc);
+    take_blocked_pid(&marker, DEADLINE);
     let s = svc.status().unwrap();
     assert_eq!(s["state"], "scanning", "{s:#}");
     let (st, took) = svc.terminate();
@@ -509,9 +473,9 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
         s["state"] == "idle" && committed(s)
     });
     let t = &s["totals"];
-    assert_eq!(n(t, &["failed", "corrupt"]), 1, "{s:#}");
+    assert_eq!(num(t, &["failed", "corrupt"]), 1, "{s:#}");
     assert_eq!(
-        n(t, &["analyzed"]) + n(t, &["skipped_unchanged"]),
+        num(t, &["analyzed"]) + num(t, &["skipped_unchanged"]),
         4,
         "{s:#}"
     );
@@ -531,15 +495,15 @@ fn files_added_while_serving_are_analysed_without_a_restart() {
     tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
     svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
     });
     add_tone(d, &lib.join("b.flac"), 500);
     add_tone(d, &lib.join("album/c.flac"), 600);
     let s = svc.wait_status("new files analysed", |s| {
-        n(s, &["totals", "analyzed"]) == 3 && committed(s)
+        num(s, &["totals", "analyzed"]) == 3 && committed(s)
     });
     // The rescan timer is an hour away: only the file-system watch found them.
-    assert!(n(&s, &["passes"]) >= 2, "{s:#}");
+    assert!(num(&s, &["passes"]) >= 2, "{s:#}");
     assert!(svc.log().contains("changed paths"), "{}", svc.log());
     let c = stored(&d.join("t.db"), &lib.join("album/c.flac"));
     assert_eq!(c["status"], "analyzed", "{c:#}");
@@ -552,7 +516,7 @@ fn drain_holds_new_work_until_resume() {
     tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
     svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
     });
     let out = svc.ctl(&["drain"]);
     assert!(
@@ -565,11 +529,11 @@ fn drain_holds_new_work_until_resume() {
     let s = svc.wait_status("a pass pending while drained", |s| {
         s["state"] == "drained" && s["pass_pending"] == true
     });
-    assert_eq!(n(&s, &["totals", "analyzed"]), 1, "{s:#}");
+    assert_eq!(num(&s, &["totals", "analyzed"]), 1, "{s:#}");
     let out = svc.ctl(&["resume"]);
     assert!(out.status.success());
     svc.wait_status("the new file analysed", |s| {
-        n(s, &["totals", "analyzed"]) == 2
+        num(s, &["totals", "analyzed"]) == 2
     });
     // `trackmill workers N` resizes the pool until the next reload.
     let out = svc.ctl(&["workers", "3"]);
@@ -579,7 +543,7 @@ fn drain_holds_new_work_until_resume() {
         String::from_utf8_lossy(&out.stderr)
     );
     svc.wait_status("3 workers", |s| {
-        n(s, &["target_workers"]) == 3 && alive(s) == 3
+        num(s, &["target_workers"]) == 3 && alive(s) == 3
     });
     let out = svc.ctl(&["workers", "5000"]);
     assert_eq!(out.status.code(), Some(8));
@@ -594,7 +558,7 @@ fn metrics_endpoint_serves_prometheus_text_on_loopback() {
     std::fs::write(lib.join("bad.mp3"), b"not audio at all").unwrap();
     let svc = Service::start(d, &lib, 1, "metrics_addr = \"127.0.0.1:0\"\n");
     svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
     });
     svc.wait_log("metrics on http://");
     let log = svc.log();
@@ -650,7 +614,7 @@ fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
     tone(&lib.join("a.flac"), 440, 1);
     let mut svc = Service::start(d, &lib, 1, "");
     svc.wait_status("the first pass committed", |s| {
-        s["state"] == "idle" && n(s, &["totals", "analyzed"]) == 1 && committed(s)
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
     });
     // A second service on the same socket is refused while the first answers.
     let out = Command::new(binary())
@@ -678,7 +642,7 @@ fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
     let svc = Service::start_with(d, &svc.config, &["--log-format", "json"]);
     svc.wait_log("removing the stale control socket");
     let s = svc.wait_status("the restarted pass", |s| s["state"] == "idle");
-    assert_eq!(n(&s, &["totals", "skipped_unchanged"]), 1, "{s:#}");
+    assert_eq!(num(&s, &["totals", "skipped_unchanged"]), 1, "{s:#}");
     // --log-format json: every line of the service's own log is one JSON object.
     let log = svc.log();
     let line = log
