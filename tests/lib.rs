@@ -1,6 +1,9 @@
-//! Support for the end-to-end tests: locating the built binary, generating real audio with ffmpeg,
-//! running scans (to completion, or as a child to signal), finding processes in /proc, and
-//! reading summaries and the database.
+//! Support for the end-to-end tests: locating the built binary, generating real audio, running
+//! scans (to completion, or as a child to signal) into SQLite or any database URL, finding
+//! processes in /proc, and reading summaries and the database; `pgserver` handles the PostgreSQL
+//! server.
+
+pub mod pgserver;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -37,37 +40,118 @@ pub fn tone(path: &Path, freq: u32, seconds: u32) {
     assert!(st.success(), "ffmpeg failed for {}", path.display());
 }
 
-/// `trackmill scan ROOTS… --db sqlite://DB --summary DB.summary.json EXTRA…` with the fault engine
-/// enabled.
-fn scan_command(roots: &[&Path], db: &Path, extra: &[&str]) -> Command {
+/// Writes `ms` milliseconds of a sine at `freq` Hz as 16-bit mono PCM WAV at 22,050 Hz: tiny
+/// real audio, quick to make by the thousand.
+pub fn wav(path: &Path, freq: f32, ms: u32) {
+    const RATE: u32 = 22_050;
+    let samples = RATE * ms / 1000;
+    let data_len = samples * 2;
+    let mut b = Vec::with_capacity(44 + data_len as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&RATE.to_le_bytes());
+    b.extend_from_slice(&(RATE * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples {
+        let t = i as f32 / RATE as f32;
+        let v = (t * freq * std::f32::consts::TAU).sin() * 0.5 * f32::from(i16::MAX);
+        b.extend_from_slice(&(v as i16).to_le_bytes());
+    }
+    std::fs::write(path, b).expect("write wav");
+}
+
+/// `n` tiny WAV files (0.2 s, each at its own pitch) named `0000.wav`… in `dir`.
+pub fn tiny_library(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        wav(
+            &dir.join(format!("{i:04}.wav")),
+            110.0 + i as f32 * 0.75,
+            200,
+        );
+    }
+}
+
+/// Copies `src` to `dst` (same format) with NUL, SOH and BEL bytes in its title and ESC in its
+/// artist. The title `bad␁title␇` gets its `a` overwritten by NUL: in ID3v2.4 a NUL separates
+/// values, in a FLAC/Vorbis comment it is part of the text.
+pub fn hostile_tags(src: &Path, dst: &Path) {
+    let st = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(src)
+        .args([
+            "-metadata",
+            "title=bad\u{1}title\u{7}",
+            "-metadata",
+            "artist=x\u{1b}[31my",
+            "-c",
+            "copy",
+        ])
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut bytes = std::fs::read(dst).unwrap();
+    if let Some(pos) = bytes.windows(3).position(|w| w == b"bad") {
+        bytes[pos + 1] = 0; // a NUL inside the title frame
+    }
+    std::fs::write(dst, bytes).unwrap();
+}
+
+/// `trackmill scan ROOTS… --db URL --summary SUMMARY EXTRA…` with the fault engine enabled.
+pub fn scan_command_url(roots: &[&Path], url: &str, summary: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.arg("scan")
         .args(roots)
         .arg("--db")
-        .arg(format!("sqlite://{}", db.display()))
+        .arg(url)
         .arg("--summary")
-        .arg(summary_path(db))
+        .arg(summary)
         .args(extra)
         .env("TRACKMILL_FAULT_INJECTION", "1");
     cmd
+}
+
+/// `trackmill scan ROOTS… --db sqlite://DB --summary DB.summary.json EXTRA…`.
+fn scan_command(roots: &[&Path], db: &Path, extra: &[&str]) -> Command {
+    let url = format!("sqlite://{}", db.display());
+    scan_command_url(roots, &url, &summary_path(db), extra)
 }
 
 fn summary_path(db: &Path) -> PathBuf {
     db.with_extension("summary.json")
 }
 
-fn read_summary(db: &Path, stderr: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(summary_path(db))
+fn read_summary(summary: &Path, stderr: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(summary)
         .unwrap_or_else(|_| panic!("no summary; stderr:\n{stderr}"));
     serde_json::from_str(&text).unwrap()
 }
 
 pub fn scan(lib: &Path, db: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-    let _ = std::fs::remove_file(summary_path(db));
-    let out = scan_command(&[lib], db, extra)
+    let url = format!("sqlite://{}", db.display());
+    scan_url(lib, &url, &summary_path(db), extra)
+}
+
+/// Scans `lib` into the database at `url`, writing the summary to `summary`; waits for the end.
+pub fn scan_url(
+    lib: &Path,
+    url: &str,
+    summary: &Path,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let _ = std::fs::remove_file(summary);
+    let out = scan_command_url(&[lib], url, summary, extra)
         .output()
         .expect("run trackmill");
-    let v = read_summary(db, &String::from_utf8_lossy(&out.stderr));
+    let v = read_summary(summary, &String::from_utf8_lossy(&out.stderr));
     (out, v)
 }
 
@@ -75,15 +159,26 @@ pub fn scan(lib: &Path, db: &Path, extra: &[&str]) -> (Output, serde_json::Value
 /// by a thread (so the pipe never fills); dropping it kills and reaps the process.
 pub struct ScanChild {
     child: Child,
-    db: PathBuf,
+    summary: PathBuf,
     stderr: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts `trackmill scan ROOTS…` (see [`scan`]) without waiting for it.
 pub fn spawn_scan(roots: &[&Path], db: &Path, extra: &[&str]) -> ScanChild {
-    let _ = std::fs::remove_file(summary_path(db));
-    let mut child = scan_command(roots, db, extra)
+    spawn_with(scan_command(roots, db, extra), &summary_path(db))
+}
+
+/// Starts `trackmill scan ROOTS…` into the database at `url` (see [`scan_url`]).
+pub fn spawn_scan_url(roots: &[&Path], url: &str, summary: &Path, extra: &[&str]) -> ScanChild {
+    spawn_with(scan_command_url(roots, url, summary, extra), summary)
+}
+
+/// Starts a scan command (e.g. from [`scan_command_url`], with more environment) whose summary
+/// goes to `summary`.
+pub fn spawn_with(mut cmd: Command, summary: &Path) -> ScanChild {
+    let _ = std::fs::remove_file(summary);
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -105,7 +200,7 @@ pub fn spawn_scan(roots: &[&Path], db: &Path, extra: &[&str]) -> ScanChild {
     });
     ScanChild {
         child,
-        db: db.to_path_buf(),
+        summary: summary.to_path_buf(),
         stderr,
         reader: Some(reader),
     }
@@ -152,7 +247,7 @@ impl ScanChild {
     }
 
     pub fn summary(&self) -> serde_json::Value {
-        read_summary(&self.db, &self.stderr())
+        read_summary(&self.summary, &self.stderr())
     }
 }
 

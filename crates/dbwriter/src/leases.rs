@@ -103,14 +103,73 @@ pub(crate) fn check(
         verdicts[i] = if is_done(conn, f, policy)? {
             Verdict::Done
         } else {
-            acquire(conn, run_id, f, now, ttl_ms)?
+            match acquire(conn, run_id, f, now, ttl_ms)? {
+                // The holder may have stored the file and released its lease between the first
+                // look and the lease insert (which waited for its commit): look again, now that
+                // the lease is ours, or both runs would analyse the file.
+                Verdict::Todo if is_done(conn, f, policy)? => {
+                    conn.exec(
+                        "DELETE FROM leases WHERE path = $1 AND run_id = $2",
+                        &[Val::Bytes(f.path.as_bytes().to_vec()), Val::I64(run_id)],
+                    )?;
+                    Verdict::Done
+                }
+                v => v,
+            }
         };
     }
     Ok(verdicts)
 }
 
-/// Files whose lease expired (or whose run ended) and that are not done, now leased to `run_id`;
-/// and the number of files other live runs still hold.
+/// Byte ranges `[root/, root0)`, one per root of `run_id`: a path lies under a root exactly when
+/// it falls in its range ('0' follows '/'). `None` when a root is not plain text (a lossy rendering
+/// of a non-UTF-8 name cannot be matched byte for byte) or none is stored: then every lease counts.
+fn root_ranges(conn: &mut dyn Conn, run_id: i64) -> Result<Option<Vec<Val>>, DbError> {
+    let Some(row) = conn.query_one("SELECT roots FROM runs WHERE id = $1", &[Val::I64(run_id)])?
+    else {
+        return Ok(None);
+    };
+    let roots = row[0].json();
+    let mut bounds = Vec::new();
+    for r in roots.as_array().into_iter().flatten() {
+        let Some(s) = r
+            .as_str()
+            .filter(|s| !s.is_empty() && !s.contains('\u{fffd}'))
+        else {
+            return Ok(None);
+        };
+        let mut lo = s.as_bytes().to_vec();
+        if lo.last() != Some(&b'/') {
+            lo.push(b'/');
+        }
+        let mut hi = lo.clone();
+        if let Some(last) = hi.last_mut() {
+            *last += 1;
+        }
+        bounds.push(Val::Bytes(lo));
+        bounds.push(Val::Bytes(hi));
+    }
+    Ok((!bounds.is_empty()).then_some(bounds))
+}
+
+/// ` AND (l.path in one of the ranges)` with placeholders from `$first`; empty without ranges.
+fn under_roots(ranges: Option<&[Val]>, first: usize) -> String {
+    let Some(ranges) = ranges else {
+        return String::new();
+    };
+    let conds: Vec<String> = (0..ranges.len() / 2)
+        .map(|i| {
+            let n = first + 2 * i;
+            format!("(l.path >= ${n} AND l.path < ${})", n + 1)
+        })
+        .collect();
+    format!(" AND ({})", conds.join(" OR "))
+}
+
+/// Files under this run's roots whose lease expired (or whose run ended) and that are not done,
+/// now leased to `run_id`; and the number of files under its roots that other live runs still
+/// hold. Leases elsewhere (another library or host layout sharing the database) are left alone:
+/// the files may not exist here, and waiting for them would tie this run to the other's.
 pub(crate) fn claim_expired(
     conn: &mut dyn Conn,
     run_id: i64,
@@ -120,18 +179,22 @@ pub(crate) fn claim_expired(
 ) -> Result<(Vec<FileKey>, u64), DbError> {
     let now = conn.now_ms()?;
     let lock = conn.dialect().lock_leases();
+    let ranges = root_ranges(conn, run_id)?;
     let mut claimed = Vec::new();
     while claimed.len() < limit as usize {
         let want = limit as usize - claimed.len();
+        let mut params = vec![Val::I64(run_id), Val::I64(now), u64v(want as u64)];
+        params.extend(ranges.iter().flatten().cloned());
         let rows = conn.query(
             &format!(
                 "SELECT l.path, l.size, l.mtime_ns FROM leases l \
                  LEFT JOIN runs r ON r.id = l.run_id \
                  WHERE l.run_id <> $1 \
-                   AND (l.expires_at < $2 OR r.status IS NULL OR r.status <> 'running') \
-                 ORDER BY l.expires_at, l.path LIMIT $3{lock}"
+                   AND (l.expires_at < $2 OR r.status IS NULL OR r.status <> 'running'){} \
+                 ORDER BY l.expires_at, l.path LIMIT $3{lock}",
+                under_roots(ranges.as_deref(), 4)
             ),
-            &[Val::I64(run_id), Val::I64(now), u64v(want as u64)],
+            &params,
         )?;
         if rows.is_empty() {
             break;
@@ -154,11 +217,16 @@ pub(crate) fn claim_expired(
             }
         }
     }
+    let mut params = vec![Val::I64(run_id), Val::I64(now)];
+    params.extend(ranges.iter().flatten().cloned());
     let still = conn
         .query_one(
-            "SELECT COUNT(*) FROM leases l JOIN runs r ON r.id = l.run_id \
-             WHERE l.run_id <> $1 AND l.expires_at >= $2 AND r.status = 'running'",
-            &[Val::I64(run_id), Val::I64(now)],
+            &format!(
+                "SELECT COUNT(*) FROM leases l JOIN runs r ON r.id = l.run_id \
+                 WHERE l.run_id <> $1 AND l.expires_at >= $2 AND r.status = 'running'{}",
+                under_roots(ranges.as_deref(), 3)
+            ),
+            &params,
         )?
         .and_then(|r| r.first().and_then(Val::i64))
         .unwrap_or(0);

@@ -88,12 +88,22 @@ impl PgConn {
         });
         self.client = Some(client);
         if let Some(schema) = self.url.schema.clone() {
-            // Concurrent first connections race on CREATE SCHEMA; the advisory lock orders them.
-            self.batch(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock(7239001); \
-                 CREATE SCHEMA IF NOT EXISTS \"{schema}\"; COMMIT; \
-                 SET search_path TO \"{schema}\""
-            ))?;
+            // CREATE SCHEMA needs the right to create in the database even when the schema
+            // exists: look first, so a schema an administrator made for trackmill is enough.
+            let exists = self
+                .query_one(
+                    "SELECT 1 FROM pg_namespace WHERE nspname::text = $1",
+                    &[Val::Text(schema.clone())],
+                )?
+                .is_some();
+            if !exists {
+                // Concurrent first connections race on CREATE SCHEMA; the advisory lock orders them.
+                self.batch(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock(7239001); \
+                     CREATE SCHEMA IF NOT EXISTS \"{schema}\"; COMMIT"
+                ))?;
+            }
+            self.batch(&format!("SET search_path TO \"{schema}\""))?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Leases between two writers (two runs) on one database: each file is Todo for exactly one of
-//! them, and a lease left by a dead run is taken over through ClaimExpired.
+//! them, a lease left by a dead run is taken over through ClaimExpired, and only under the
+//! claiming run's own roots.
 
 mod common;
 
@@ -12,7 +13,7 @@ fn files(n: usize) -> Vec<FileKey> {
     (0..n)
         .map(|i| {
             key(
-                format!("/shared/{i:04}.flac").as_bytes(),
+                format!("/music/shared/{i:04}.flac").as_bytes(),
                 1000 + i as u64,
                 42,
             )
@@ -147,3 +148,137 @@ both!(leases_follow_store_and_expiry, |b: Backend| {
     assert!(v.iter().all(|v| *v == Verdict::Todo), "{v:?}");
     c.close().unwrap();
 });
+
+fn claim(c: &mut Client, query: u64, limit: u32) -> (Vec<Vec<u8>>, u64) {
+    c.send(&ToDb::ClaimExpired {
+        query,
+        policy: policy(ANALYZER_VERSION, false),
+        limit,
+    });
+    match c.recv() {
+        FromDb::Claimed {
+            files,
+            still_leased,
+            ..
+        } => {
+            let mut paths: Vec<Vec<u8>> = files.into_iter().map(|f| f.path.0).collect();
+            paths.sort();
+            (paths, still_leased)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+both!(claims_stay_under_the_runs_roots, |b: Backend| {
+    let p = policy(ANALYZER_VERSION, false);
+    let keys = |paths: &[&str]| -> Vec<FileKey> {
+        paths.iter().map(|s| key(s.as_bytes(), 10, 1)).collect()
+    };
+    // A dead run held files in /music and in /music2 (a sibling, not under /music).
+    let mut dead = Client::start(&b, WriterOptions::default());
+    let dead_run = dead.start_run_in(&["/music", "/music2"]);
+    let held = keys(&["/music/a.flac", "/music/sub/b.flac", "/music2/c.flac"]);
+    assert!(dead.check(1, p, held).iter().all(|v| *v == Verdict::Todo));
+    drop(dead);
+    b.exec(&format!(
+        "UPDATE leases SET expires_at = 0 WHERE run_id = {dead_run}"
+    ));
+    // A live run elsewhere holds /podcasts/x.
+    let mut other = Client::start(&b, WriterOptions::default());
+    other.start_run_in(&["/podcasts"]);
+    assert_eq!(
+        other.check(1, p, keys(&["/podcasts/x.ogg"])),
+        [Verdict::Todo]
+    );
+
+    let mut c = Client::start(&b, WriterOptions::default());
+    c.start_run_in(&["/music/"]);
+    let (got, still) = claim(&mut c, 1, 100);
+    assert_eq!(
+        got,
+        [b"/music/a.flac".to_vec(), b"/music/sub/b.flac".to_vec()]
+    );
+    assert_eq!(still, 0, "the live run's file is outside /music");
+    // A run over both roots takes the rest and sees the live run's lease only under its roots.
+    let mut d = Client::start(&b, WriterOptions::default());
+    d.start_run_in(&["/music2", "/podcasts"]);
+    let (got, still) = claim(&mut d, 1, 100);
+    assert_eq!(got, [b"/music2/c.flac".to_vec()]);
+    assert_eq!(still, 1);
+    for x in [c, d, other] {
+        x.close().unwrap();
+    }
+});
+
+/// The holder stores a file and releases its lease while another run checks it: the check's
+/// lease insert waits for that commit, and the file must then be Done, not Todo for both runs.
+#[test]
+fn pg_check_racing_the_holders_commit_sees_the_file_done() {
+    let b = Backend::pg();
+    let Backend::Pg { schema } = &b else {
+        unreachable!()
+    };
+    let p = policy(ANALYZER_VERSION, false);
+    let path = b"/music/race.flac";
+    let (old, new) = (key(path, 100, 6), key(path, 100, 7));
+    let mut a = Client::start(&b, WriterOptions::default());
+    let run_a = a.start_run();
+    a.send(&ToDb::Store {
+        seq: 1,
+        record: Box::new(analysed(run_a, old, 0)),
+    });
+    a.flush(1);
+    // The file changed: run A leases it again.
+    assert_eq!(a.check(1, p, vec![new.clone()]), [Verdict::Todo]);
+
+    // Run A's store of the new version, held open: the row updated, the lease deleted.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(PG_BASE, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let hex: String = path.iter().map(|x| format!("{x:02x}")).collect();
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL search_path TO {schema}; \
+                 UPDATE tracks SET mtime_ns = 7 WHERE path = '\\x{hex}'::bytea; \
+                 DELETE FROM leases WHERE path = '\\x{hex}'::bytea"
+            ))
+            .await
+            .unwrap();
+        client
+    });
+    let mut c = Client::start(&b, WriterOptions::default());
+    c.start_run();
+    let checker = std::thread::spawn(move || {
+        let v = c.check(1, p, vec![new]);
+        (c, v)
+    });
+    // Wait until the check blocks on the open transaction, then commit it.
+    let app = b.app_name().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting = pg_rows(&format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = '{app}' AND wait_event_type = 'Lock'"
+        ));
+        if waiting[0][0].as_deref() != Some("0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check never waited for the holder's commit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    rt.block_on(held.batch_execute("COMMIT")).unwrap();
+    let (c, v) = checker.join().unwrap();
+    assert_eq!(v, [Verdict::Done], "stored by its holder meanwhile");
+    assert_eq!(b.scalar("SELECT count(*) FROM leases"), 0);
+    c.close().unwrap();
+    a.close().unwrap();
+}

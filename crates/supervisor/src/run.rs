@@ -35,6 +35,9 @@ pub struct SpawnSpec {
     pub worker_args: Vec<OsString>,
     pub worker_env: Vec<(OsString, OsString)>,
     pub db_args: Vec<OsString>,
+    /// Environment of the DB writer: its database URL travels here, not on a command line that
+    /// every local user can read.
+    pub db_env: Vec<(OsString, OsString)>,
     /// GPU workers are capped with RLIMIT_DATA instead of RLIMIT_AS.
     pub gpu: bool,
 }
@@ -72,6 +75,8 @@ enum Phase {
 
 const TICK: Duration = Duration::from_millis(50);
 const DB_FLUSH_LIMIT: Duration = Duration::from_secs(60);
+/// Longest wait between two claims while other runs hold files this run saw busy.
+const CLAIM_POLL_MAX: Duration = Duration::from_secs(1);
 
 struct Supervisor {
     cfg: Config,
@@ -118,7 +123,7 @@ async fn run(cfg: Config, opts: ScanOptions) -> Result<Summary, RunError> {
     let db_spec = ChildSpec {
         exe: opts.spawn.exe.clone(),
         args: opts.spawn.db_args.clone(),
-        env: Vec::new(),
+        env: opts.spawn.db_env.clone(),
         address_space_limit: 0,
         data_limit: 0,
     };
@@ -423,8 +428,11 @@ impl Supervisor {
                     if still_leased == 0 {
                         self.claims_done = true;
                     } else {
+                        // Other live runs hold files this run saw busy: ask again within a second
+                        // (sooner with a short lease), so this run ends soon after they do.
                         self.claim_not_before = Instant::now()
-                            + (self.cfg.database.lease_ttl / 4).max(Duration::from_millis(200));
+                            + (self.cfg.database.lease_ttl / 4)
+                                .clamp(Duration::from_millis(200), CLAIM_POLL_MAX);
                     }
                 }
                 for key in files {

@@ -18,7 +18,8 @@ pub fn init_child() {
 
 pub fn init(verbose: u8, format: &str) {
     let default = match verbose {
-        0 => "info,symphonia=warn",
+        // The PostgreSQL driver logs every server NOTICE (e.g. "schema … already exists") at info.
+        0 => "info,symphonia=warn,tokio_postgres=warn",
         1 => "debug",
         _ => "trace",
     };

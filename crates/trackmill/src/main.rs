@@ -29,6 +29,9 @@ mod exit {
     pub const NOT_FOUND: u8 = 5;
 }
 
+/// The database URL's environment variable, read by `scan`, `show` and the DB writer.
+const DB_URL_ENV: &str = "TRACKMILL_DATABASE_URL";
+
 #[derive(Parser)]
 #[command(
     name = "trackmill",
@@ -53,7 +56,7 @@ enum Cmd {
     /// Show what is stored for one file.
     Show {
         path: PathBuf,
-        #[arg(long, env = "TRACKMILL_DATABASE_URL")]
+        #[arg(long, env = DB_URL_ENV, hide_env_values = true)]
         db: Option<String>,
         #[arg(long)]
         json: bool,
@@ -65,7 +68,8 @@ enum Cmd {
     },
     #[command(hide = true, name = "db-writer")]
     DbWriter {
-        #[arg(long)]
+        /// Set by the supervisor through the environment, so no password shows in `ps`.
+        #[arg(long, env = DB_URL_ENV, hide_env_values = true)]
         db: String,
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
@@ -82,7 +86,7 @@ struct ScanArgs {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// `sqlite://PATH` (default: ~/.local/share/trackmill/trackmill.db) or `postgres://…`.
-    #[arg(long, env = "TRACKMILL_DATABASE_URL")]
+    #[arg(long, env = DB_URL_ENV, hide_env_values = true)]
     db: Option<String>,
     #[arg(long)]
     config: Option<PathBuf>,
@@ -296,8 +300,6 @@ fn scan(a: ScanArgs) -> ExitCode {
     };
     let db_args: Vec<OsString> = vec![
         "db-writer".into(),
-        "--db".into(),
-        url_text.into(),
         "--batch-size".into(),
         cfg.database.batch_size.to_string().into(),
         "--batch-ms".into(),
@@ -319,6 +321,7 @@ fn scan(a: ScanArgs) -> ExitCode {
         worker_args: vec!["worker".into()],
         worker_env,
         db_args,
+        db_env: vec![(DB_URL_ENV.into(), url_text.into())],
         gpu: cfg.analysis.gpu,
     };
     tracing::info!(

@@ -171,10 +171,15 @@ impl Client {
     }
 
     pub fn start_run(&mut self) -> i64 {
+        self.start_run_in(&["/music"])
+    }
+
+    /// Opens a run over these library roots.
+    pub fn start_run_in(&mut self, roots: &[&str]) -> i64 {
         self.send(&ToDb::StartRun {
             host: CleanText::new("testhost"),
             pid: std::process::id(),
-            roots: vec![CleanText::new("/music")],
+            roots: roots.iter().map(|r| CleanText::new(r)).collect(),
         });
         match self.recv() {
             FromDb::RunStarted { run_id } => run_id,
