@@ -123,10 +123,15 @@ fn sigkill_of_the_db_writer_mid_run_loses_and_duplicates_nothing() {
     let marker = tmp.path().join("block");
     blocking_file(&first.join("block.flac"), &marker);
     let lib = tmp.path().join("lib");
-    let healthy = healthy_files(&lib, "h", 24);
+    let healthy = healthy_files(&lib, "h", 40);
     let db = tmp.path().join("t.db");
     let mut scan = spawn_scan(&[&first, &lib], &db, &["--workers", "2", "-v"]);
     take_blocked_pid(&marker, LIMIT);
+    // Every skip-check is answered, so the queue holds files that need no further word from
+    // the writer before they are dispatched.
+    wait_for("the end of the walk", LIMIT, || {
+        scan.stderr().contains("scan finished").then_some(())
+    });
     let sup = scan.pid();
     let writer = wait_for("the DB writer", LIMIT, || db_writer_of(sup));
     // Stop the writer, let results reach it that it cannot commit, then kill it.

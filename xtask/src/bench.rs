@@ -6,8 +6,9 @@ pub fn run(args: &[String]) -> Result<()> {
     match what {
         "analysis" => crate::bench_analysis::run(),
         "db" => crate::bench_db::run(),
-        "pipeline" => bail!("pipeline benchmark not built yet"),
+        "pipeline" => crate::bench_pipeline::run(),
         "all" => {
+            crate::bench_pipeline::run()?;
             crate::bench_analysis::run()?;
             crate::bench_db::run()
         }

@@ -362,7 +362,9 @@ impl Supervisor {
             && !self.scan_done
             && self.db.check.is_none()
             && self.db.ready
-            && self.ready.len() < self.cfg.queue_depth()
+            // The next batch is checked while a batch's worth is still queued, so workers never
+            // wait for a skip-check round trip; memory stays O(queue depth + batch).
+            && self.ready.len() < self.cfg.queue_depth() + scanner::BATCH
     }
 
     // ------------------------------------------------------------------ events

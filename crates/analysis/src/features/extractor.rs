@@ -90,9 +90,36 @@ pub struct FrameAnalyzer {
     last_sample: f32,
 }
 
-impl FrameAnalyzer {
-    pub fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
+/// What a `FrameAnalyzer` derives from the rate alone: the FFT plan, the window and the band
+/// runs. Built once per thread and rate, since planning the FFT and computing the window cost
+/// more than analysing a short file.
+#[derive(Clone)]
+struct Tables {
+    rate: u32,
+    fft: Arc<dyn RealToComplex<f32>>,
+    window: Vec<f32>,
+    mag_scale: f32,
+    band_runs: Vec<(usize, usize, usize)>,
+}
+
+thread_local! {
+    static TABLES: std::cell::RefCell<Option<Tables>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Tables {
+    fn for_rate(rate: u32) -> Tables {
+        TABLES.with_borrow_mut(|cached| {
+            if let Some(t) = cached.as_ref().filter(|t| t.rate == rate) {
+                return t.clone();
+            }
+            let t = Tables::build(rate);
+            *cached = Some(t.clone());
+            t
+        })
+    }
+
+    fn build(rate: u32) -> Tables {
+        let hz = f64::from(rate);
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(FFT_SIZE);
         let window: Vec<f32> = (0..FFT_SIZE)
             .map(|i| {
@@ -102,8 +129,8 @@ impl FrameAnalyzer {
             .collect();
         let window_sum: f32 = window.iter().sum();
         let bins = FFT_SIZE / 2 + 1;
-        let bin_hz = rate / FFT_SIZE as f64;
-        let nyquist = rate / 2.0;
+        let bin_hz = hz / FFT_SIZE as f64;
+        let nyquist = hz / 2.0;
         let band_of_bin: Vec<Option<u8>> = (0..bins)
             .map(|k| {
                 let f = k as f64 * bin_hz;
@@ -114,6 +141,28 @@ impl FrameAnalyzer {
                 Some((pos.floor() as usize).min(BANDS - 1) as u8)
             })
             .collect();
+        Tables {
+            rate,
+            fft,
+            window,
+            mag_scale: 2.0 / window_sum,
+            band_runs: runs(&band_of_bin),
+        }
+    }
+}
+
+impl FrameAnalyzer {
+    pub fn new(rate: u32) -> Self {
+        let rate = rate.max(1);
+        let Tables {
+            fft,
+            window,
+            mag_scale,
+            band_runs,
+            ..
+        } = Tables::for_rate(rate);
+        let rate = f64::from(rate);
+        let bins = FFT_SIZE / 2 + 1;
         FrameAnalyzer {
             rate,
             spectrum: fft.make_output_vec(),
@@ -130,8 +179,8 @@ impl FrameAnalyzer {
             log_mag: vec![0.0; bins],
             prev_log_mag: vec![0.0; bins],
             bin_scratch: Vec::with_capacity(bins),
-            mag_scale: 2.0 / window_sum,
-            band_runs: runs(&band_of_bin),
+            mag_scale,
+            band_runs,
             samples: 0,
             silent_samples: 0,
             centroid: RunningStat::default(),
