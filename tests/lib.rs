@@ -35,18 +35,32 @@ pub fn tone(path: &Path, freq: u32, seconds: u32) {
 
 pub fn scan(lib: &Path, db: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
     let summary = db.with_extension("summary.json");
+    let url = format!("sqlite://{}", db.display());
+    scan_url(lib, &url, &summary, extra, &[])
+}
+
+/// Scans `lib` into the database at `url` with extra arguments and environment variables; the
+/// summary is written to `summary`.
+pub fn scan_url(
+    lib: &Path,
+    url: &str,
+    summary: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, serde_json::Value) {
     let out = Command::new(binary())
         .arg("scan")
         .arg(lib)
         .arg("--db")
-        .arg(format!("sqlite://{}", db.display()))
+        .arg(url)
         .arg("--summary")
-        .arg(&summary)
+        .arg(summary)
         .args(extra)
         .env("TRACKMILL_FAULT_INJECTION", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run trackmill");
-    let text = std::fs::read_to_string(&summary).unwrap_or_else(|_| {
+    let text = std::fs::read_to_string(summary).unwrap_or_else(|_| {
         panic!(
             "no summary; stderr:\n{}",
             String::from_utf8_lossy(&out.stderr)
@@ -80,7 +94,12 @@ pub fn assert_accounted(v: &serde_json::Value) {
 }
 
 pub fn stored(db: &Path, file: &Path) -> serde_json::Value {
-    let url = trackmill_dbwriter::DbUrl::parse(&format!("sqlite://{}", db.display())).unwrap();
+    stored_url(&format!("sqlite://{}", db.display()), file)
+}
+
+/// What the database at `url` holds for `file` (`Null` when nothing).
+pub fn stored_url(url: &str, file: &Path) -> serde_json::Value {
+    let url = trackmill_dbwriter::DbUrl::parse(url).unwrap();
     use std::os::unix::ffi::OsStrExt;
     trackmill_dbwriter::show(&url, file.as_os_str().as_bytes())
         .unwrap()

@@ -4,17 +4,18 @@
 
 pub mod config;
 mod dbclient;
-mod event;
+pub mod event;
 mod pool;
 mod pressure;
 mod progress;
 mod retry;
 mod run;
 mod scanner;
-mod spawn;
+pub mod spawn;
 pub mod summary;
 pub mod units;
 
 pub use config::{Config, ConfigError};
+pub use pool::{classify, describe, KillReason};
 pub use run::{scan, ScanOptions, SpawnSpec};
 pub use summary::Summary;

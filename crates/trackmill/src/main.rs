@@ -1,7 +1,11 @@
-//! The trackmill binary: the operator CLI (`scan`, `show`) and the hidden `worker` and
-//! `db-writer` subcommands that the supervisor re-executes itself as.
+//! The trackmill binary: the operator CLI (`scan`, `show`, `inspect`, `doctor`) and the hidden
+//! `worker` and `db-writer` subcommands that the supervisor re-executes itself as.
 
+mod doctor;
+mod inspect;
 mod logging;
+mod models;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -58,11 +62,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Analyse files through a capped worker and print the result (nothing is stored).
+    Inspect(inspect::InspectArgs),
+    /// Check the ONNX Runtime, the models, the GPU, the database and the effective limits.
+    Doctor(doctor::DoctorArgs),
     #[command(hide = true)]
-    Worker {
-        #[arg(long, default_value_t = 200)]
-        recycle_after: u32,
-    },
+    Worker(worker_cmd::WorkerArgs),
     #[command(hide = true, name = "db-writer")]
     DbWriter {
         #[arg(long)]
@@ -115,16 +120,9 @@ struct ScanArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Worker { recycle_after } => {
+        Cmd::Worker(args) => {
             logging::init_child();
-            // SAFETY: the supervisor placed our channel on fd 3 before exec; nothing else owns it.
-            let chan = unsafe { UnixStream::from_raw_fd(3) };
-            let cfg = trackmill_worker::WorkerConfig {
-                recycle_after,
-                engine: Default::default(),
-            };
-            let code = trackmill_worker::run(chan, cfg);
-            std::process::exit(code);
+            std::process::exit(worker_cmd::run(args));
         }
         Cmd::DbWriter {
             db,
@@ -162,6 +160,14 @@ fn main() -> ExitCode {
         Cmd::Scan(args) => {
             logging::init(cli.verbose, &cli.log_format);
             scan(args)
+        }
+        Cmd::Inspect(args) => {
+            logging::init(cli.verbose, &cli.log_format);
+            inspect::run(args)
+        }
+        Cmd::Doctor(args) => {
+            logging::init(cli.verbose, &cli.log_format);
+            doctor::run(args)
         }
     }
 }
@@ -209,6 +215,19 @@ fn show(path: PathBuf, db: Option<String>, json: bool) -> ExitCode {
             ExitCode::from(exit::BAD_DB)
         }
     }
+}
+
+/// The environment a worker inherits from the supervisor (everything else is not passed).
+fn worker_env() -> Vec<(OsString, OsString)> {
+    let passthrough = [
+        "TRACKMILL_FAULT_INJECTION",
+        "TRACKMILL_LOG",
+        trackmill_analysis::model::ORT_LIB_ENV,
+    ];
+    passthrough
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+        .collect()
 }
 
 fn config_error(msg: impl std::fmt::Display) -> ExitCode {
@@ -305,18 +324,11 @@ fn scan(a: ScanArgs) -> ExitCode {
         "--lease-ttl-s".into(),
         cfg.database.lease_ttl.as_secs().max(1).to_string().into(),
     ];
-    let passthrough = [
-        "TRACKMILL_FAULT_INJECTION",
-        "TRACKMILL_LOG",
-        "TRACKMILL_ORT_LIB",
-    ];
-    let worker_env = passthrough
-        .iter()
-        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
-        .collect();
+    let worker_env = worker_env();
+    let worker_args = models::worker_args(&cfg, a.config.as_deref(), &exe, &worker_env);
     let spawn = SpawnSpec {
         exe,
-        worker_args: vec!["worker".into()],
+        worker_args,
         worker_env,
         db_args,
         gpu: cfg.analysis.gpu,
