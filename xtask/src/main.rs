@@ -3,6 +3,7 @@
 mod bench;
 mod bench_analysis;
 mod bench_db;
+mod bench_model;
 mod fuzz;
 mod setup;
 mod setup_models;
