@@ -1,7 +1,8 @@
 //! The model part of `cargo xtask bench analysis`: with the release `model_probe` example and the
 //! default manifests, the session start time, inference time per audio second, the RSS of a
 //! process with the runtime and models loaded, and per corpus file the time the model stage adds
-//! to the DSP-only analysis (segment selection keeps it at or below the DSP cost).
+//! to the DSP-only analysis (segment selection keeps it at or below the DSP cost), each the best
+//! of a few runs.
 
 use crate::bench_analysis::{json_number, name};
 use anyhow::{bail, Context, Result};
@@ -10,6 +11,8 @@ use std::process::Command;
 
 /// The model stage should cost no more than the DSP analysis of the same file.
 const MAX_MODEL_OVER_DSP: f64 = 1.0;
+/// Each timing is the best of this many runs (other work on the machine only adds time).
+const REPEATS: usize = 3;
 
 fn probe(bin: &Path, arg: &str) -> Result<String> {
     let out = Command::new(bin)
@@ -28,8 +31,16 @@ fn probe(bin: &Path, arg: &str) -> Result<String> {
 
 pub fn run(bin: &Path, corpus: &[PathBuf]) -> Result<()> {
     println!("\nmodel stage (default manifests, 1 intra-op thread, release build)");
-    // Four minutes of a sine sweep through the models in a fresh process.
-    let t = probe(bin, "240")?;
+    // Four minutes of a sine sweep through the models in a fresh process; the fastest run's
+    // times (memory figures are the same in every run).
+    let mut t = probe(bin, "240")?;
+    for _ in 1..REPEATS {
+        let again = probe(bin, "240")?;
+        let ms = |x: &str| json_number(x, "infer_ms").unwrap_or(f64::INFINITY);
+        if ms(&again) < ms(&t) {
+            t = again;
+        }
+    }
     let num = |k: &str| json_number(&t, k).unwrap_or(f64::NAN);
     println!(
         "session start {:.0} ms; inference {:.1} ms per audio second seen ({:.1} s seen); \
@@ -49,11 +60,14 @@ pub fn run(bin: &Path, corpus: &[PathBuf]) -> Result<()> {
     let (mut dsp_total, mut extra_total) = (0.0f64, 0.0f64);
     let mut worst = 0.0f64;
     for f in corpus {
-        let t = probe(bin, f.to_str().context("utf-8 path")?)?;
-        let v = |k: &str| json_number(&t, k).unwrap_or(f64::NAN);
-        let dsp = v("dsp_only_ms");
-        let with = v("dsp_with_collector_ms");
-        let model = v("model_ms");
+        let (mut dsp, mut with, mut model) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+        for _ in 0..REPEATS {
+            let t = probe(bin, f.to_str().context("utf-8 path")?)?;
+            let v = |k: &str| json_number(&t, k).unwrap_or(f64::INFINITY);
+            dsp = dsp.min(v("dsp_only_ms"));
+            with = with.min(v("dsp_with_collector_ms"));
+            model = model.min(v("model_ms"));
+        }
         // What a file costs more with the models: collecting segments during decode, plus
         // inference on them.
         let extra = (with - dsp).max(0.0) + model;
