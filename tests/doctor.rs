@@ -1,5 +1,5 @@
 //! `trackmill doctor`: a healthy set-up reports the runtime, the model checksum, the database and
-//! the limits; a missing runtime and a damaged model file are problems (exit 6).
+//! the limits; a missing runtime and a damaged model file are problems (exit 9).
 
 use std::process::{Command, Output};
 use trackmill_e2e::*;
@@ -66,7 +66,7 @@ fn missing_runtime_and_damaged_model_are_problems() {
     let db = format!("sqlite://{}", tmp.path().join("t.db").display());
     let missing = tmp.path().join("libonnxruntime.so.404");
     let (out, v) = doctor(&db, &[("TRACKMILL_ORT_LIB", missing.as_os_str())]);
-    assert_eq!(out.status.code(), Some(6), "{v:#}");
+    assert_eq!(out.status.code(), Some(9), "{v:#}");
     assert_eq!(v["models"]["runtime"]["found"], false, "{v:#}");
     let problems = v["problems"].to_string();
     assert!(problems.contains("ONNX Runtime"), "{problems}");
@@ -83,7 +83,7 @@ fn missing_runtime_and_damaged_model_are_problems() {
     std::fs::write(dir.join("nmp.onnx"), onnx).unwrap();
     let models = tmp.path().join("models");
     let (out, v) = doctor(&db, &[("TRACKMILL_MODELS_DIR", models.as_os_str())]);
-    assert_eq!(out.status.code(), Some(6), "{v:#}");
+    assert_eq!(out.status.code(), Some(9), "{v:#}");
     assert_eq!(v["models"]["models"][0]["ok"], false, "{v:#}");
     let problems = v["problems"].to_string();
     assert!(problems.contains("checksum mismatch"), "{problems}");

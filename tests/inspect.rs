@@ -33,7 +33,7 @@ fn healthy_file_prints_its_analysis_and_embeddings() {
 }
 
 #[test]
-fn corrupt_file_gives_a_classified_failure_and_exit_6() {
+fn corrupt_file_gives_a_classified_failure_and_exit_9() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("garbage.mp3");
     std::fs::write(
@@ -45,7 +45,7 @@ fn corrupt_file_gives_a_classified_failure_and_exit_6() {
     .unwrap();
     let out = inspect(&[f.as_os_str()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert_eq!(out.status.code(), Some(9), "{text}");
     assert!(text.contains("FAILED (corrupt"), "{text}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
@@ -71,7 +71,7 @@ fn json_output_parses_and_classifies_worker_deaths() {
         segv.as_os_str(),
         oom.as_os_str(),
     ]);
-    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(out.status.code(), Some(9));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
     });

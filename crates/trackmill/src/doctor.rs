@@ -12,7 +12,7 @@ use trackmill_supervisor::units::format_size;
 use trackmill_supervisor::Config;
 
 /// Exit code when a check failed (documented in the README).
-pub const PROBLEMS: u8 = 6;
+pub const PROBLEMS: u8 = 9;
 
 #[derive(clap::Args)]
 pub struct DoctorArgs {

@@ -17,7 +17,7 @@ use trackmill_types::{
 };
 
 /// Exit code when at least one file was not analysed (documented in the README).
-pub const SOME_FAILED: u8 = 6;
+pub const SOME_FAILED: u8 = 9;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
