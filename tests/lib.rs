@@ -137,18 +137,21 @@ fn read_summary(summary: &Path, stderr: &str) -> serde_json::Value {
 
 pub fn scan(lib: &Path, db: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
     let url = format!("sqlite://{}", db.display());
-    scan_url(lib, &url, &summary_path(db), extra)
+    scan_url(lib, &url, &summary_path(db), extra, &[])
 }
 
-/// Scans `lib` into the database at `url`, writing the summary to `summary`; waits for the end.
+/// Scans `lib` into the database at `url` with extra arguments and environment variables, writing
+/// the summary to `summary`; waits for the end.
 pub fn scan_url(
     lib: &Path,
     url: &str,
     summary: &Path,
     extra: &[&str],
+    env: &[(&str, &str)],
 ) -> (Output, serde_json::Value) {
     let _ = std::fs::remove_file(summary);
     let out = scan_command_url(&[lib], url, summary, extra)
+        .envs(env.iter().copied())
         .output()
         .expect("run trackmill");
     let v = read_summary(summary, &String::from_utf8_lossy(&out.stderr));
@@ -393,7 +396,12 @@ pub fn assert_accounted(v: &serde_json::Value) {
 }
 
 pub fn stored(db: &Path, file: &Path) -> serde_json::Value {
-    let url = trackmill_dbwriter::DbUrl::parse(&format!("sqlite://{}", db.display())).unwrap();
+    stored_url(&format!("sqlite://{}", db.display()), file)
+}
+
+/// What the database at `url` holds for `file` (`Null` when nothing).
+pub fn stored_url(url: &str, file: &Path) -> serde_json::Value {
+    let url = trackmill_dbwriter::DbUrl::parse(url).unwrap();
     use std::os::unix::ffi::OsStrExt;
     trackmill_dbwriter::show(&url, file.as_os_str().as_bytes())
         .unwrap()

@@ -39,7 +39,7 @@ fn tags_with_nul_and_control_bytes_reach_postgres_as_clean_text() {
     hostile_tags(&lib.join("b.mp3"), &lib.join("tagged.mp3"));
     hostile_tags(&lib.join("a.flac"), &lib.join("tagged.flac"));
     let summary = tmp.path().join("s.json");
-    let (out, s) = scan_url(&lib, &schema.url(), &summary, &["--workers", "2"]);
+    let (out, s) = scan_url(&lib, &schema.url(), &summary, &["--workers", "2"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_accounted(&s);
@@ -70,7 +70,7 @@ fn tags_with_nul_and_control_bytes_reach_postgres_as_clean_text() {
     assert_eq!(dirty_names, 0);
 
     // The database is the checkpoint: a second scan analyses nothing.
-    let (_, again) = scan_url(&lib, &schema.url(), &summary, &["--workers", "2"]);
+    let (_, again) = scan_url(&lib, &schema.url(), &summary, &["--workers", "2"], &[]);
     assert_eq!(n(&again, "skipped_unchanged"), 4, "{again:#}");
     assert_eq!(n(&again, "analyzed"), 0, "{again:#}");
     assert_eq!(schema.scalar("SELECT count(*) FROM tracks"), 4);

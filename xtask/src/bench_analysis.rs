@@ -4,7 +4,9 @@
 //! /dev/null and the release `analyze` example (one process per file, one core; each the best
 //! of a few runs), and prints audio seconds per wall second for both, their ratio (target
 //! ≥ 0.8), and the peak RSS of each analysis, of a 2-hour MP3 and of a 10-minute 192 kHz /
-//! 24-bit FLAC.
+//! 24-bit FLAC. The model stage (the release `model_probe` example, default manifests) is measured
+//! too: session start, inference time per audio second, the RSS of a process with the runtime and
+//! models loaded, and per file the time the model stage adds against the DSP-only analysis.
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -54,11 +56,14 @@ pub fn run() -> Result<()> {
         "trackmill-analysis",
         "--example",
         "analyze",
+        "--example",
+        "model_probe",
     ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| util::root().join("target"));
     let analyze = target.join("release/examples/analyze");
+    let probe = target.join("release/examples/model_probe");
 
     println!(
         "\n{:<10} {:>8} {:>12} {:>12} {:>7} {:>12}",
@@ -125,10 +130,10 @@ pub fn run() -> Result<()> {
             }
         );
     }
-    Ok(())
+    crate::bench_model::run(&probe, &corpus)
 }
 
-fn name(p: &Path) -> String {
+pub(crate) fn name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -288,7 +293,7 @@ fn run_analyze(bin: &Path, f: &Path) -> Result<AnalyzeRun> {
 }
 
 /// The number after the first `"key":` in `text`.
-fn json_number(text: &str, key: &str) -> Option<f64> {
+pub(crate) fn json_number(text: &str, key: &str) -> Option<f64> {
     let pat = format!("\"{key}\":");
     let rest = text[text.find(&pat)? + pat.len()..].trim_start();
     let end = rest

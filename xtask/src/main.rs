@@ -3,6 +3,7 @@
 mod bench;
 mod bench_analysis;
 mod bench_db;
+mod bench_model;
 mod bench_pipeline;
 mod fuzz;
 mod setup;

@@ -61,7 +61,7 @@ impl Default for Library {
 pub struct Workers {
     /// Worker processes; 0 means one per CPU.
     pub count: usize,
-    /// RLIMIT_AS of each worker.
+    /// Memory cap of each worker: RLIMIT_AS (RLIMIT_DATA in GPU mode).
     #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
     pub memory_limit: u64,
     /// Per-file deadline.
@@ -160,8 +160,9 @@ impl Default for Database {
 pub struct Analysis {
     /// Models to run (manifest names under `models_dir`); empty for DSP-only analysis.
     pub models: Vec<String>,
-    /// Directory of model manifests; relative paths are resolved against the binary's workspace
-    /// or the current directory.
+    /// Directory of model manifests. A relative path is looked up under the config file's
+    /// directory, the executable's directory and its parents, then the working directory and its
+    /// parents; `TRACKMILL_MODELS_DIR` overrides it (resolved in the binary, `models.rs`).
     pub models_dir: PathBuf,
     /// Use the CUDA execution provider (falls back to CPU with a warning).
     pub gpu: bool,

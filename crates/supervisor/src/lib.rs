@@ -5,7 +5,7 @@
 pub mod config;
 pub mod control;
 mod dbclient;
-mod event;
+pub mod event;
 pub mod metrics;
 mod pool;
 mod pressure;
@@ -13,12 +13,13 @@ mod progress;
 mod retry;
 mod run;
 mod scanner;
-mod spawn;
+pub mod spawn;
 pub mod summary;
 mod systemd;
 pub mod units;
 mod watch;
 
 pub use config::{Config, ConfigError};
+pub use pool::{classify, describe, KillReason};
 pub use run::{scan, serve, ScanOptions, ServeOptions, SpawnSpec};
 pub use summary::Summary;

@@ -1048,14 +1048,13 @@ impl Supervisor {
         let mut args = self.spawn.worker_args.clone();
         args.push("--recycle-after".into());
         args.push(recycle_after.to_string().into());
-        let limit = self.cfg.workers.memory_limit;
-        let spec = ChildSpec {
-            exe: self.spawn.exe.clone(),
+        let spec = ChildSpec::worker(
+            self.spawn.exe.clone(),
             args,
-            env: self.spawn.worker_env.clone(),
-            address_space_limit: if self.spawn.gpu { 0 } else { limit },
-            data_limit: if self.spawn.gpu { limit } else { 0 },
-        };
+            self.spawn.worker_env.clone(),
+            self.cfg.workers.memory_limit,
+            self.spawn.gpu,
+        );
         let spawned = spawn_child(&spec)?;
         let pid = spawned.pid;
         let gen = self.next_gen;

@@ -23,6 +23,26 @@ pub struct ChildSpec {
     pub data_limit: u64,
 }
 
+impl ChildSpec {
+    /// A worker: capped with RLIMIT_AS, or in GPU mode with RLIMIT_DATA (CUDA maps tens of GB of
+    /// address space at init, which RLIMIT_AS would refuse). The one place that decides the cap.
+    pub fn worker(
+        exe: PathBuf,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        memory_limit: u64,
+        gpu: bool,
+    ) -> ChildSpec {
+        ChildSpec {
+            exe,
+            args,
+            env,
+            address_space_limit: if gpu { 0 } else { memory_limit },
+            data_limit: if gpu { memory_limit } else { 0 },
+        }
+    }
+}
+
 pub struct Spawned {
     pub child: Child,
     pub pid: u32,
@@ -103,5 +123,47 @@ pub fn spawn_child(spec: &ChildSpec) -> std::io::Result<Spawned> {
 pub fn signal_group(pid: u32, sig: nix::sys::signal::Signal) {
     if pid > 1 {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The "Max …" line of /proc/PID/limits: (soft, hard) as written there.
+    fn limit_line(pid: u32, name: &str) -> String {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .to_string()
+    }
+
+    fn spawn_sleeper(gpu: bool) -> (Spawned, String, String) {
+        let spec = ChildSpec::worker(
+            "/bin/sleep".into(),
+            vec!["30".into()],
+            Vec::new(),
+            256 << 20,
+            gpu,
+        );
+        let s = spawn_child(&spec).unwrap();
+        let as_line = limit_line(s.pid, "Max address space");
+        let data_line = limit_line(s.pid, "Max data size");
+        (s, as_line, data_line)
+    }
+
+    #[tokio::test]
+    async fn cpu_workers_get_rlimit_as_and_gpu_workers_rlimit_data() {
+        let cap = (256u64 << 20).to_string();
+        let (mut cpu, as_line, data_line) = spawn_sleeper(false);
+        assert!(as_line.contains(&cap), "{as_line}");
+        assert!(data_line.contains("unlimited"), "{data_line}");
+        cpu.child.kill().await.unwrap();
+
+        let (mut gpu, as_line, data_line) = spawn_sleeper(true);
+        assert!(as_line.contains("unlimited"), "{as_line}");
+        assert!(data_line.contains(&cap), "{data_line}");
+        gpu.child.kill().await.unwrap();
     }
 }

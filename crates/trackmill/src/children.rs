@@ -3,6 +3,7 @@
 
 use crate::exit;
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 use trackmill_dbwriter::DbUrl;
 use trackmill_supervisor::{Config, SpawnSpec};
@@ -11,11 +12,26 @@ use trackmill_supervisor::{Config, SpawnSpec};
 const PASSTHROUGH: [&str; 3] = [
     "TRACKMILL_FAULT_INJECTION",
     "TRACKMILL_LOG",
-    "TRACKMILL_ORT_LIB",
+    trackmill_analysis::model::ORT_LIB_ENV,
 ];
 
-/// `db_arg` is the URL as given on the command line, if it was.
-pub fn spawn_spec(cfg: &Config, url: &DbUrl, db_arg: Option<&str>) -> Result<SpawnSpec, ExitCode> {
+/// The environment a worker inherits from the supervisor (everything else is not passed).
+pub fn worker_env() -> Vec<(OsString, OsString)> {
+    PASSTHROUGH
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+        .collect()
+}
+
+/// `db_arg` is the URL as given on the command line, if it was; `config_file` the configuration
+/// file, against which a relative `analysis.models_dir` resolves. Checks the configured models
+/// once (see [`crate::models::worker_args`]).
+pub fn spawn_spec(
+    cfg: &Config,
+    url: &DbUrl,
+    db_arg: Option<&str>,
+    config_file: Option<&Path>,
+) -> Result<SpawnSpec, ExitCode> {
     let exe = std::env::current_exe().map_err(|e| {
         eprintln!("trackmill: cannot find my own executable: {e}");
         ExitCode::from(exit::FAILURE)
@@ -33,13 +49,11 @@ pub fn spawn_spec(cfg: &Config, url: &DbUrl, db_arg: Option<&str>) -> Result<Spa
         "--lease-ttl-s".into(),
         cfg.database.lease_ttl.as_secs().max(1).to_string().into(),
     ];
-    let worker_env = PASSTHROUGH
-        .iter()
-        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
-        .collect();
+    let worker_env = worker_env();
+    let worker_args = crate::models::worker_args(cfg, config_file, &exe, &worker_env);
     Ok(SpawnSpec {
         exe,
-        worker_args: vec!["worker".into()],
+        worker_args,
         worker_env,
         db_args,
         db_env: vec![(crate::DB_URL_ENV.into(), url_text.into())],

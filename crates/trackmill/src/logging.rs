@@ -5,10 +5,11 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Logging of the hidden child subcommands: warnings and errors only, no colours (the supervisor
-/// relays each line).
+/// relays each line). The model set's own GPU-fallback warning is left to the supervisor, which
+/// says it once per run after its probe instead of once per worker.
 pub fn init_child() {
     let filter = EnvFilter::try_from_env("TRACKMILL_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,symphonia=off"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,symphonia=off,trackmill_analysis::model=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

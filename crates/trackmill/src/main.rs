@@ -1,10 +1,15 @@
-//! The trackmill binary: the operator CLI (`scan`, `show`, `serve` and its clients) and the hidden
-//! `worker` and `db-writer` subcommands that the supervisor re-executes itself as.
+//! The trackmill binary: the operator CLI (`scan`, `show`, `inspect`, `doctor`, `serve` and its
+//! clients) and the hidden `worker` and `db-writer` subcommands that the supervisor re-executes
+//! itself as.
 
 mod children;
 mod ctl;
+mod doctor;
+mod inspect;
 mod logging;
+mod models;
 mod serve;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::os::fd::FromRawFd;
@@ -75,11 +80,12 @@ enum Cmd {
     Serve(serve::ServeArgs),
     #[command(flatten)]
     Ctl(ctl::CtlCmd),
+    /// Analyse files through a capped worker and print the result (nothing is stored).
+    Inspect(inspect::InspectArgs),
+    /// Check the ONNX Runtime, the models, the GPU, the database and the effective limits.
+    Doctor(doctor::DoctorArgs),
     #[command(hide = true)]
-    Worker {
-        #[arg(long, default_value_t = 200)]
-        recycle_after: u32,
-    },
+    Worker(worker_cmd::WorkerArgs),
     #[command(hide = true, name = "db-writer")]
     DbWriter {
         /// Set by the supervisor through the environment, so no password shows in `ps`.
@@ -133,16 +139,9 @@ struct ScanArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Worker { recycle_after } => {
+        Cmd::Worker(args) => {
             logging::init_child();
-            // SAFETY: the supervisor placed our channel on fd 3 before exec; nothing else owns it.
-            let chan = unsafe { UnixStream::from_raw_fd(3) };
-            let cfg = trackmill_worker::WorkerConfig {
-                recycle_after,
-                engine: Default::default(),
-            };
-            let code = trackmill_worker::run(chan, cfg);
-            std::process::exit(code);
+            std::process::exit(worker_cmd::run(args));
         }
         Cmd::DbWriter {
             db,
@@ -188,6 +187,14 @@ fn main() -> ExitCode {
         Cmd::Ctl(cmd) => {
             logging::init(cli.verbose, &cli.log_format);
             ctl::run(cmd)
+        }
+        Cmd::Inspect(args) => {
+            logging::init(cli.verbose, &cli.log_format);
+            inspect::run(args)
+        }
+        Cmd::Doctor(args) => {
+            logging::init(cli.verbose, &cli.log_format);
+            doctor::run(args)
         }
     }
 }
@@ -305,7 +312,7 @@ fn scan(a: ScanArgs) -> ExitCode {
         Ok(u) => u,
         Err(c) => return c,
     };
-    let spawn = match children::spawn_spec(&cfg, &url, a.db.as_deref()) {
+    let spawn = match children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref()) {
         Ok(s) => s,
         Err(c) => return c,
     };

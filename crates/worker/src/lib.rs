@@ -1,5 +1,7 @@
 //! The worker process body: handshake, then one job at a time until recycled, told to stop, or
-//! the channel closes. Runs under the memory cap the supervisor set before exec.
+//! the channel closes. Runs under the memory cap the supervisor set before exec. The models are
+//! loaded once, before the handshake; a model failure ends the worker after its reply (planned
+//! recycle) so that a retry of the file gets a fresh runtime.
 
 mod engine;
 mod faults;
@@ -10,7 +12,7 @@ use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 use trackmill_types::procmem as rss;
 use trackmill_types::{FileStats, FromWorker, Hello, Role, ToWorker};
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{AnalysisSettings, Engine, EngineConfig};
 
 /// Exit code of a planned recycle, so it is never mistaken for an error.
 pub const EXIT_RECYCLE: i32 = 75;
@@ -58,12 +60,13 @@ fn tune_allocator() {
 pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
     default_fatal_signals();
     tune_allocator();
+    // Models load before the hello, so that no job (and no job deadline) waits on them.
+    let mut engine = Engine::new(&cfg.engine);
     if let Err(e) = write_frame(&mut chan, &FromWorker::Hello(Hello::new(Role::Worker))) {
         tracing::error!("worker: handshake failed: {e}");
         return EXIT_PROTOCOL;
     }
     let faults = std::env::var_os(FAULT_ENV).is_some_and(|v| v == "1");
-    let mut engine = Engine::new(&cfg.engine);
     let mut done = 0u32;
     loop {
         let job = match read_frame::<_, ToWorker>(&mut chan, MAX_FRAME) {
@@ -98,7 +101,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
             return EXIT_PROTOCOL;
         }
         done += 1;
-        if done >= cfg.recycle_after {
+        if done >= cfg.recycle_after || engine.wants_recycle() {
             return EXIT_RECYCLE;
         }
     }
