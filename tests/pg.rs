@@ -16,9 +16,11 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A config file with `toml` and DSP-only analysis: these tests are about the database and run
+/// thousands of files; the models are covered by tests/models.rs.
 fn config(dir: &Path, toml: &str) -> PathBuf {
     let p = dir.join("trackmill.toml");
-    std::fs::write(&p, toml).unwrap();
+    std::fs::write(&p, format!("[analysis]\nmodels = []\n\n{toml}")).unwrap();
     p
 }
 
@@ -237,8 +239,10 @@ fn two_hosts_share_a_library_and_analyse_each_file_once() {
     tiny_library(&lib, FILES);
     let url = schema.url();
     let (sa, sb) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
-    let mut a = spawn_scan_url(&[&lib], &url, &sa, &["--workers", "1"]);
-    let mut b = spawn_scan_url(&[&lib], &url, &sb, &["--workers", "1"]);
+    let cfg = config(tmp.path(), "");
+    let args = ["--workers", "1", "--config", cfg.to_str().unwrap()];
+    let mut a = spawn_scan_url(&[&lib], &url, &sa, &args);
+    let mut b = spawn_scan_url(&[&lib], &url, &sb, &args);
     let (pa, pb) = (a.pid(), b.pid());
     let (mut end_a, mut end_b) = (None, None);
     wait_for("both hosts to finish", Duration::from_secs(600), || {
