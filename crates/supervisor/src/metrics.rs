@@ -34,11 +34,20 @@ pub fn spawn_server(listener: std::net::TcpListener, events: mpsc::UnboundedSend
     if let Ok(a) = listener.local_addr() {
         tracing::info!("metrics on http://{a}/metrics");
     }
+    // Bounded like the control socket: at most MAX_CLIENTS scrapes at once.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::control::MAX_CLIENTS));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, events.clone()));
+                    let events = events.clone();
+                    tokio::spawn(async move {
+                        answer(stream, events).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!("metrics endpoint: accept failed: {e}");

@@ -168,6 +168,10 @@ async fn run(
     opts: ScanOptions,
     serve: Option<ServeOptions>,
 ) -> Result<Summary, RunError> {
+    // Unbounded in type, bounded by what feeds it: each child sends one reply per request the
+    // loop made (jobs in flight, unacked results up to database.max_unacked, one check or claim),
+    // control and metrics clients are capped at control::MAX_CLIENTS, and the file-system watcher
+    // queues at most one wake-up (its paths wait in a bounded set, see watch.rs).
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let db_spec = ChildSpec {
         exe: opts.spawn.exe.clone(),
@@ -362,7 +366,9 @@ impl Supervisor {
             && !self.scan_done
             && self.db.check.is_none()
             && self.db.ready
-            && self.ready.len() < self.cfg.queue_depth()
+            // Failed files waiting for their retry count against the queue: a library whose
+            // files all fail fast must not pile up retries while the walk goes on.
+            && self.ready.len() + self.retries.len() < self.cfg.queue_depth()
     }
 
     // ------------------------------------------------------------------ events
@@ -447,7 +453,7 @@ impl Supervisor {
                 let answer = self.on_control(command);
                 let _ = reply.send(answer);
             }
-            Event::FsChanged(paths) => self.on_fs_changed(paths),
+            Event::FsChanged => self.on_fs_changed(),
         }
     }
 
