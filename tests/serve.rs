@@ -628,7 +628,13 @@ fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another trackmill service answers"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another trackmill service")
+            && err.contains(&format!("(pid {})", svc.pid()))
+            && err.contains("control.sock.lock"),
+        "the refusal names the lock and its holder: {err}"
+    );
     assert!(
         svc.status().is_some(),
         "the running service keeps its socket"
@@ -690,4 +696,65 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     let (st, _) = svc.terminate();
     assert_eq!(st.code(), Some(0));
     wait_for("STOPPING=1", &mut seen);
+}
+
+/// A `serve` started without waiting for it; killed and reaped on drop.
+struct Raw(Child);
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn two_services_started_at_once_share_no_socket() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    let config = d.join("trackmill.toml");
+    std::fs::write(&config, config_text(d, &lib, 1, "")).unwrap();
+    // A socket left by a crash: both services would find it stale.
+    let run = d.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(run.join("control.sock")).unwrap());
+    let start = || {
+        Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("TRACKMILL_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(Raw)
+            .unwrap()
+    };
+    let mut both = [start(), start()];
+    // Exactly one gives up with the control-socket exit code; the other keeps serving.
+    let (loser, code) = wait_for("one service to give up", DEADLINE, || {
+        both.iter_mut()
+            .enumerate()
+            .find_map(|(i, c)| c.0.try_wait().unwrap().map(|st| (i, st.code())))
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(both[loser].0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(code, Some(6), "{err}");
+    let winner = &mut both[1 - loser];
+    // The holder's pid is named once it has written it (a moment after taking the lock).
+    assert!(err.contains("holds the lock"), "{err}");
+    let client = Service {
+        child: None,
+        dir: d.to_path_buf(),
+        socket: run.join("control.sock"),
+        config: config.clone(),
+        stderr: Arc::default(),
+    };
+    let s = client.wait_status("the remaining service settled", |s| {
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
+    });
+    assert_eq!(s["pid"].as_u64().map(|p| p as u32), Some(winner.0.id()), "{s:#}");
+    assert!(winner.0.try_wait().unwrap().is_none(), "the winner still runs");
 }

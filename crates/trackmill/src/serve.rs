@@ -44,6 +44,15 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         }
     }
     cfg.library.roots = roots;
+    // Before the database: a second service on the same socket stops here and touches nothing.
+    let control_path = control::socket_path(&cfg.service.control_socket);
+    let claim = match control::claim(&control_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("trackmill: {e}");
+            return ExitCode::from(exit::CONTROL);
+        }
+    };
     let url = match db_url(a.db.clone(), &cfg) {
         Ok(u) => u,
         Err(c) => return c,
@@ -52,9 +61,12 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let control_path = control::socket_path(&cfg.service.control_socket);
-    let listener = match control::bind(&control_path) {
-        Ok(l) => l,
+    // `_lock` is held until the service returns: no other service may take this socket meanwhile.
+    let control::Bound {
+        listener,
+        lock: _lock,
+    } = match claim.bind() {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("trackmill: {e}");
             return ExitCode::from(exit::CONTROL);
