@@ -466,6 +466,13 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
     );
     assert!(svc.log().contains("SIGTERM: stopping"), "{}", svc.log());
     assert!(!svc.socket.exists(), "the socket is removed at exit");
+    let conn = open_db(&d.join("t.db"));
+    assert_eq!(
+        query_i64(&conn, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'"),
+        1,
+        "a stop in the middle of a pass leaves work undone"
+    );
+    drop(conn);
 
     std::fs::remove_file(&marker).unwrap();
     let mut svc = Service::start_with(d, &d.join("trackmill.toml"), &[]);
@@ -696,6 +703,30 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     let (st, _) = svc.terminate();
     assert_eq!(st.code(), Some(0));
     wait_for("STOPPING=1", &mut seen);
+}
+
+#[test]
+fn sigterm_while_idle_records_a_completed_run() {
+    let (tmp, lib) = setup();
+    let d = tmp.path();
+    tone(&lib.join("a.flac"), 440, 1);
+    let mut svc = Service::start(d, &lib, 1, "");
+    svc.wait_status("the first pass committed", |s| {
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
+    });
+    let (st, _) = svc.terminate();
+    assert_eq!(st.code(), Some(0), "{}", svc.log());
+    assert!(svc.log().contains("stopped: completed"), "{}", svc.log());
+    let conn = open_db(&d.join("t.db"));
+    assert_eq!(
+        query_i64(
+            &conn,
+            "SELECT COUNT(*) FROM runs WHERE status = 'completed' AND analyzed = 1 AND ended_at IS NOT NULL"
+        ),
+        1,
+        "an idle service had nothing left to do"
+    );
+    assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM runs"), 1);
 }
 
 /// A `serve` started without waiting for it; killed and reaped on drop.

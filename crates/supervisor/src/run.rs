@@ -381,7 +381,12 @@ impl Supervisor {
                     "{name}: stopping; in-flight files get {grace:?} to finish (again to kill now)"
                 );
                 crate::systemd::stopping();
-                self.interrupted = true;
+                // A scan always stops short; the service only when work was known and undone: a
+                // pass running, one due, or file-system changes waiting for it. An idle service
+                // that is stopped has finished everything it was given, so its run is completed.
+                self.interrupted = self.service.as_ref().is_none_or(|svc| {
+                    self.pass_active || !self.pending.is_empty() || svc.changes_waiting()
+                });
                 self.scan_stop.store(true, Ordering::Relaxed);
                 self.phase = Phase::Draining {
                     deadline: Instant::now() + grace,
