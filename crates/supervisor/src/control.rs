@@ -17,8 +17,6 @@ const MAX_REQUEST: usize = 1 << 20;
 /// Replies (a status with many workers) stay far below the general frame limit.
 const MAX_REPLY: usize = trackmill_types::frame::MAX_FRAME;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Control connections served at the same time (also used by the metrics endpoint).
-pub const MAX_CLIENTS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -214,29 +212,7 @@ pub fn spawn_server(listener: UnixListener, events: mpsc::UnboundedSender<Event>
             return;
         }
     };
-    // At most MAX_CLIENTS connections are served at once (each holds a task and, until answered,
-    // one queued event); further clients wait in the listen backlog.
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let events = events.clone();
-                    tokio::spawn(async move {
-                        serve_one(stream, events).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("control socket: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
+    crate::clients::spawn("control socket", listener, events, serve_one);
 }
 
 async fn serve_one(mut stream: tokio::net::UnixStream, events: mpsc::UnboundedSender<Event>) {

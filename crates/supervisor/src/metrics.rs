@@ -34,28 +34,7 @@ pub fn spawn_server(listener: std::net::TcpListener, events: mpsc::UnboundedSend
     if let Ok(a) = listener.local_addr() {
         tracing::info!("metrics on http://{a}/metrics");
     }
-    // Bounded like the control socket: at most MAX_CLIENTS scrapes at once.
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::control::MAX_CLIENTS));
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let events = events.clone();
-                    tokio::spawn(async move {
-                        answer(stream, events).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("metrics endpoint: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
+    crate::clients::spawn("metrics endpoint", listener, events, answer);
 }
 
 async fn answer(mut stream: tokio::net::TcpStream, events: mpsc::UnboundedSender<Event>) {

@@ -170,7 +170,7 @@ async fn run(
 ) -> Result<Summary, RunError> {
     // Unbounded in type, bounded by what feeds it: each child sends one reply per request the
     // loop made (jobs in flight, unacked results up to database.max_unacked, one check or claim),
-    // control and metrics clients are capped at control::MAX_CLIENTS, and the file-system watcher
+    // control and metrics clients are capped at clients::MAX_CLIENTS, and the file-system watcher
     // queues at most one wake-up (its paths wait in a bounded set, see watch.rs).
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let db_spec = ChildSpec {

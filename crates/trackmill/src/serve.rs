@@ -29,20 +29,10 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             "library.roots is empty: name the directories to serve in the config file",
         );
     }
-    let mut roots = Vec::new();
-    for p in &cfg.library.roots {
-        match std::fs::canonicalize(p) {
-            Ok(abs) if abs.is_dir() => roots.push(abs),
-            Ok(_) => {
-                eprintln!("trackmill: {} is not a directory", p.display());
-                return ExitCode::from(exit::BAD_ROOT);
-            }
-            Err(e) => {
-                eprintln!("trackmill: cannot open library root {}: {e}", p.display());
-                return ExitCode::from(exit::BAD_ROOT);
-            }
-        }
-    }
+    let roots = match crate::library_roots(&cfg.library.roots) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
     cfg.library.roots = roots;
     // Before the database: a second service on the same socket stops here and touches nothing.
     let control_path = control::socket_path(&cfg.service.control_socket);
