@@ -468,7 +468,10 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
     assert!(!svc.socket.exists(), "the socket is removed at exit");
     let conn = open_db(&d.join("t.db"));
     assert_eq!(
-        query_i64(&conn, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'"),
+        query_i64(
+            &conn,
+            "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'"
+        ),
         1,
         "a stop in the middle of a pass leaves work undone"
     );
@@ -786,6 +789,13 @@ fn two_services_started_at_once_share_no_socket() {
     let s = client.wait_status("the remaining service settled", |s| {
         s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
     });
-    assert_eq!(s["pid"].as_u64().map(|p| p as u32), Some(winner.0.id()), "{s:#}");
-    assert!(winner.0.try_wait().unwrap().is_none(), "the winner still runs");
+    assert_eq!(
+        s["pid"].as_u64().map(|p| p as u32),
+        Some(winner.0.id()),
+        "{s:#}"
+    );
+    assert!(
+        winner.0.try_wait().unwrap().is_none(),
+        "the winner still runs"
+    );
 }
