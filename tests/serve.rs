@@ -125,6 +125,13 @@ impl Service {
         );
     }
 
+    /// Waits until the first pass analysed its one file, committed it and went idle.
+    fn wait_first_pass(&self) {
+        self.wait_status("the first pass committed", |s| {
+            s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
+        });
+    }
+
     fn wait_log(&self, needle: &str) {
         let until = Instant::now() + DEADLINE;
         while Instant::now() < until {
@@ -219,6 +226,13 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (tmp, lib)
 }
 
+/// A library of one tone, `a.flac`.
+fn setup_one_tone() -> (tempfile::TempDir, PathBuf) {
+    let (tmp, lib) = setup();
+    tone(&lib.join("a.flac"), 440, 1);
+    (tmp, lib)
+}
+
 #[test]
 fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
     let (tmp, lib) = setup();
@@ -287,9 +301,8 @@ fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
 
 #[test]
 fn killed_workers_are_replaced_and_their_file_requeued() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     tone(&lib.join("b.flac"), 550, 1);
     let marker = d.join("m");
     blocking_file(&lib.join("block.mp3"), &marker);
@@ -398,9 +411,8 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
 
 #[test]
 fn another_uid_cannot_use_the_control_socket() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
     let run_dir = d.join("run");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -500,13 +512,10 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
 
 #[test]
 fn files_added_while_serving_are_analysed_without_a_restart() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
-    svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
-    });
+    svc.wait_first_pass();
     add_tone(d, &lib.join("b.flac"), 500);
     add_tone(d, &lib.join("album/c.flac"), 600);
     let s = svc.wait_status("new files analysed", |s| {
@@ -521,13 +530,10 @@ fn files_added_while_serving_are_analysed_without_a_restart() {
 
 #[test]
 fn drain_holds_new_work_until_resume() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
-    svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
-    });
+    svc.wait_first_pass();
     let out = svc.ctl(&["drain"]);
     assert!(
         out.status.success(),
@@ -562,14 +568,11 @@ fn drain_holds_new_work_until_resume() {
 #[test]
 fn metrics_endpoint_serves_prometheus_text_on_loopback() {
     use std::io::{Read, Write};
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     std::fs::write(lib.join("bad.mp3"), b"not audio at all").unwrap();
     let svc = Service::start(d, &lib, 1, "metrics_addr = \"127.0.0.1:0\"\n");
-    svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
-    });
+    svc.wait_first_pass();
     svc.wait_log("metrics on http://");
     let log = svc.log();
     let addr = log
@@ -619,13 +622,10 @@ fn metrics_endpoint_serves_prometheus_text_on_loopback() {
 
 #[test]
 fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let mut svc = Service::start(d, &lib, 1, "");
-    svc.wait_status("the first pass committed", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
-    });
+    svc.wait_first_pass();
     // A second service on the same socket is refused while the first answers.
     let out = Command::new(binary())
         .args(["serve", "--config"])
@@ -672,9 +672,8 @@ fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
 #[test]
 fn systemd_hears_ready_status_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let notify = d.join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap();
     sock.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -710,13 +709,10 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
 
 #[test]
 fn sigterm_while_idle_records_a_completed_run() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let mut svc = Service::start(d, &lib, 1, "");
-    svc.wait_status("the first pass committed", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
-    });
+    svc.wait_first_pass();
     let (st, _) = svc.terminate();
     assert_eq!(st.code(), Some(0), "{}", svc.log());
     assert!(svc.log().contains("stopped: completed"), "{}", svc.log());
@@ -744,9 +740,8 @@ impl Drop for Raw {
 
 #[test]
 fn two_services_started_at_once_share_no_socket() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let config = d.join("trackmill.toml");
     std::fs::write(&config, config_text(d, &lib, 1, "")).unwrap();
     // A socket left by a crash: both services would find it stale.
