@@ -794,3 +794,40 @@ fn two_services_started_at_once_share_no_socket() {
         "the winner still runs"
     );
 }
+
+#[test]
+fn a_burst_of_changes_collapses_to_one_walk_of_the_library() {
+    let (tmp, lib) = setup_one_tone();
+    let d = tmp.path();
+    // A debounce long enough that a loaded machine creating the burst never pauses that long
+    // (a pass then starts at most 10 debounces after the first change).
+    let config = d.join("trackmill.toml");
+    let text = config_text(d, &lib, 1, "").replace("\"300ms\"", "\"2s\"");
+    std::fs::write(&config, text).unwrap();
+    let svc = Service::start_with(d, &config, &[]);
+    svc.wait_first_pass();
+    // More new directories than the watcher keeps paths for (10,000) arrive at once.
+    let burst = lib.join("burst");
+    std::fs::create_dir(&burst).unwrap();
+    for i in 0..10_050 {
+        std::fs::create_dir(burst.join(i.to_string())).unwrap();
+    }
+    tone(&burst.join("0/late.flac"), 500, 1);
+    let s = svc.wait_status("the file in the burst analysed", |s| {
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 2 && committed(s)
+    });
+    let log = svc.log();
+    let passes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": pass ") && !l.contains("pass finished"))
+        .collect();
+    assert!(
+        passes.iter().skip(1).all(|l| l.contains(": library ")),
+        "after the burst only whole-library walks: {passes:#?}"
+    );
+    assert!(passes.len() >= 2, "{s:#}\n{log}");
+    eprintln!(
+        "burst: kernel queue overflowed: {}",
+        log.contains("events were lost")
+    );
+}

@@ -3,7 +3,7 @@
 //! event loop and wakes the loop with a single [`Event::FsChanged`] until the loop takes the set:
 //! a burst of any size (100,000 files copied in, a tool touching every file) costs at most
 //! [`MAX_CHANGES`] paths and one queued event; past the bound it collapses to "walk the whole
-//! library".
+//! library", as does an overflow of the kernel's own event queue (events lost).
 
 use crate::event::Event;
 use notify::event::{AccessKind, AccessMode};
@@ -55,6 +55,15 @@ impl ChangeSet {
         added && !std::mem::replace(&mut s.woken, true)
     }
 
+    /// Changes were lost (the kernel's event queue overflowed): the whole library is due. True
+    /// when the event loop must be woken.
+    pub fn lost(&self) -> bool {
+        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        s.changes.paths = BTreeSet::new();
+        s.changes.overflowed = true;
+        !std::mem::replace(&mut s.woken, true)
+    }
+
     /// Everything collected so far; the next change wakes the loop again.
     pub fn take(&self) -> Changes {
         let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -74,6 +83,12 @@ pub fn start(
     events: UnboundedSender<Event>,
 ) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if ev.need_rescan() => {
+            tracing::warn!("file-system watch: events were lost; the whole library is due");
+            if changes.lost() {
+                let _ = events.send(Event::FsChanged);
+            }
+        }
         Ok(ev) => {
             let wanted = matches!(
                 ev.kind,
@@ -138,5 +153,14 @@ mod tests {
         let taken = set.take();
         assert!(taken.overflowed && taken.paths.is_empty());
         assert_eq!(set.take(), Changes::default());
+
+        assert!(set.add([PathBuf::from("/lib/a.mp3")]));
+        assert!(!set.lost(), "already woken");
+        let lost = set.take();
+        assert!(
+            lost.overflowed && lost.paths.is_empty(),
+            "lost events mean a full walk"
+        );
+        assert!(set.lost(), "taken: a loss wakes the loop");
     }
 }
