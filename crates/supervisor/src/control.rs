@@ -200,7 +200,7 @@ fn lock(path: &Path) -> Result<std::fs::File, ControlError> {
     Ok(file)
 }
 
-/// Accepts connections for the life of the runtime; each request becomes an [`Event::Control`].
+/// Accepts connections for the life of the runtime; each request becomes an `Event::Control` for the loop.
 pub fn spawn_server(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
     let listener = match listener
         .set_nonblocking(true)
