@@ -34,7 +34,7 @@ pub enum ControlError {
     },
     #[error("another trackmill service answers on {0}")]
     InUse(PathBuf),
-    #[error("another trackmill service{} holds the lock {path}", holder.map_or(String::new(), |p| format!(" (pid {p})")))]
+    #[error("another trackmill service{} holds the lock {path}", pid_note(*holder))]
     Locked { path: PathBuf, holder: Option<u32> },
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -48,6 +48,11 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// " (pid N)" when the holder of the lock is known.
+fn pid_note(holder: Option<u32>) -> String {
+    holder.map_or(String::new(), |p| format!(" (pid {p})"))
 }
 
 /// `$XDG_RUNTIME_DIR/trackmill/control.sock`, or `/run/trackmill/control.sock` for root (and
@@ -200,7 +205,7 @@ fn lock(path: &Path) -> Result<std::fs::File, ControlError> {
     Ok(file)
 }
 
-/// Accepts connections for the life of the runtime; each request becomes an `Event::Control` for the loop.
+/// Accepts connections for the life of the runtime; each request becomes an `Event::Control`.
 pub fn spawn_server(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
     let listener = match listener
         .set_nonblocking(true)

@@ -53,7 +53,7 @@ pub struct SpawnSpec {
 pub struct ServeOptions {
     /// Re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
-    /// The bound control socket (see [`crate::control::claim`] and [`crate::control::Claim::bind`]).
+    /// The bound control socket (see [`crate::control::Claim::bind`]).
     pub control: std::os::unix::net::UnixListener,
     pub control_path: PathBuf,
     /// The bound Prometheus endpoint, if `service.metrics_addr` is set.
