@@ -125,6 +125,13 @@ impl Service {
         );
     }
 
+    /// Waits until the first pass analysed its one file, committed it and went idle.
+    fn wait_first_pass(&self) {
+        self.wait_status("the first pass committed", |s| {
+            s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
+        });
+    }
+
     fn wait_log(&self, needle: &str) {
         let until = Instant::now() + DEADLINE;
         while Instant::now() < until {
@@ -219,6 +226,13 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (tmp, lib)
 }
 
+/// A library of one tone, `a.flac`.
+fn setup_one_tone() -> (tempfile::TempDir, PathBuf) {
+    let (tmp, lib) = setup();
+    tone(&lib.join("a.flac"), 440, 1);
+    (tmp, lib)
+}
+
 #[test]
 fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
     let (tmp, lib) = setup();
@@ -287,9 +301,8 @@ fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
 
 #[test]
 fn killed_workers_are_replaced_and_their_file_requeued() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     tone(&lib.join("b.flac"), 550, 1);
     let marker = d.join("m");
     blocking_file(&lib.join("block.mp3"), &marker);
@@ -398,9 +411,8 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
 
 #[test]
 fn another_uid_cannot_use_the_control_socket() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
     let run_dir = d.join("run");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -466,6 +478,16 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
     );
     assert!(svc.log().contains("SIGTERM: stopping"), "{}", svc.log());
     assert!(!svc.socket.exists(), "the socket is removed at exit");
+    let conn = open_db(&d.join("t.db"));
+    assert_eq!(
+        query_i64(
+            &conn,
+            "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'"
+        ),
+        1,
+        "a stop in the middle of a pass leaves work undone"
+    );
+    drop(conn);
 
     std::fs::remove_file(&marker).unwrap();
     let mut svc = Service::start_with(d, &d.join("trackmill.toml"), &[]);
@@ -490,13 +512,10 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
 
 #[test]
 fn files_added_while_serving_are_analysed_without_a_restart() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
-    svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
-    });
+    svc.wait_first_pass();
     add_tone(d, &lib.join("b.flac"), 500);
     add_tone(d, &lib.join("album/c.flac"), 600);
     let s = svc.wait_status("new files analysed", |s| {
@@ -511,13 +530,10 @@ fn files_added_while_serving_are_analysed_without_a_restart() {
 
 #[test]
 fn drain_holds_new_work_until_resume() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let svc = Service::start(d, &lib, 1, "");
-    svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
-    });
+    svc.wait_first_pass();
     let out = svc.ctl(&["drain"]);
     assert!(
         out.status.success(),
@@ -552,14 +568,11 @@ fn drain_holds_new_work_until_resume() {
 #[test]
 fn metrics_endpoint_serves_prometheus_text_on_loopback() {
     use std::io::{Read, Write};
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     std::fs::write(lib.join("bad.mp3"), b"not audio at all").unwrap();
     let svc = Service::start(d, &lib, 1, "metrics_addr = \"127.0.0.1:0\"\n");
-    svc.wait_status("the first pass", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1
-    });
+    svc.wait_first_pass();
     svc.wait_log("metrics on http://");
     let log = svc.log();
     let addr = log
@@ -609,13 +622,10 @@ fn metrics_endpoint_serves_prometheus_text_on_loopback() {
 
 #[test]
 fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let mut svc = Service::start(d, &lib, 1, "");
-    svc.wait_status("the first pass committed", |s| {
-        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
-    });
+    svc.wait_first_pass();
     // A second service on the same socket is refused while the first answers.
     let out = Command::new(binary())
         .args(["serve", "--config"])
@@ -628,7 +638,13 @@ fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another trackmill service answers"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another trackmill service")
+            && err.contains(&format!("(pid {})", svc.pid()))
+            && err.contains("control.sock.lock"),
+        "the refusal names the lock and its holder: {err}"
+    );
     assert!(
         svc.status().is_some(),
         "the running service keeps its socket"
@@ -656,9 +672,8 @@ fn a_stale_socket_is_reclaimed_and_a_live_one_is_never_taken() {
 #[test]
 fn systemd_hears_ready_status_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
-    let (tmp, lib) = setup();
+    let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
-    tone(&lib.join("a.flac"), 440, 1);
     let notify = d.join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap();
     sock.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -690,4 +705,129 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     let (st, _) = svc.terminate();
     assert_eq!(st.code(), Some(0));
     wait_for("STOPPING=1", &mut seen);
+}
+
+#[test]
+fn sigterm_while_idle_records_a_completed_run() {
+    let (tmp, lib) = setup_one_tone();
+    let d = tmp.path();
+    let mut svc = Service::start(d, &lib, 1, "");
+    svc.wait_first_pass();
+    let (st, _) = svc.terminate();
+    assert_eq!(st.code(), Some(0), "{}", svc.log());
+    assert!(svc.log().contains("stopped: completed"), "{}", svc.log());
+    let conn = open_db(&d.join("t.db"));
+    assert_eq!(
+        query_i64(
+            &conn,
+            "SELECT COUNT(*) FROM runs WHERE status = 'completed' AND analyzed = 1 AND ended_at IS NOT NULL"
+        ),
+        1,
+        "an idle service had nothing left to do"
+    );
+    assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM runs"), 1);
+}
+
+/// A `serve` started without waiting for it; killed and reaped on drop.
+struct Raw(Child);
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn two_services_started_at_once_share_no_socket() {
+    let (tmp, lib) = setup_one_tone();
+    let d = tmp.path();
+    let config = d.join("trackmill.toml");
+    std::fs::write(&config, config_text(d, &lib, 1, "")).unwrap();
+    // A socket left by a crash: both services would find it stale.
+    let run = d.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(run.join("control.sock")).unwrap());
+    let start = || {
+        Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("TRACKMILL_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(Raw)
+            .unwrap()
+    };
+    let mut both = [start(), start()];
+    // Exactly one gives up with the control-socket exit code; the other keeps serving.
+    let (loser, code) = wait_for("one service to give up", DEADLINE, || {
+        both.iter_mut()
+            .enumerate()
+            .find_map(|(i, c)| c.0.try_wait().unwrap().map(|st| (i, st.code())))
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(both[loser].0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(code, Some(6), "{err}");
+    let winner = &mut both[1 - loser];
+    // The holder's pid is named once it has written it (a moment after taking the lock).
+    assert!(err.contains("holds the lock"), "{err}");
+    let client = Service {
+        child: None,
+        dir: d.to_path_buf(),
+        socket: run.join("control.sock"),
+        config: config.clone(),
+        stderr: Arc::default(),
+    };
+    let s = client.wait_status("the remaining service settled", |s| {
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 1 && committed(s)
+    });
+    assert_eq!(
+        s["pid"].as_u64().map(|p| p as u32),
+        Some(winner.0.id()),
+        "{s:#}"
+    );
+    assert!(
+        winner.0.try_wait().unwrap().is_none(),
+        "the winner still runs"
+    );
+}
+
+#[test]
+fn a_burst_of_changes_collapses_to_one_walk_of_the_library() {
+    let (tmp, lib) = setup_one_tone();
+    let d = tmp.path();
+    // A debounce long enough that a loaded machine creating the burst never pauses that long
+    // (a pass then starts at most 10 debounces after the first change).
+    let config = d.join("trackmill.toml");
+    let text = config_text(d, &lib, 1, "").replace("\"300ms\"", "\"2s\"");
+    std::fs::write(&config, text).unwrap();
+    let svc = Service::start_with(d, &config, &[]);
+    svc.wait_first_pass();
+    // More new directories than the watcher keeps paths for (10,000) arrive at once.
+    let burst = lib.join("burst");
+    std::fs::create_dir(&burst).unwrap();
+    for i in 0..10_050 {
+        std::fs::create_dir(burst.join(i.to_string())).unwrap();
+    }
+    tone(&burst.join("0/late.flac"), 500, 1);
+    let s = svc.wait_status("the file in the burst analysed", |s| {
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 2 && committed(s)
+    });
+    let log = svc.log();
+    let passes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": pass ") && !l.contains("pass finished"))
+        .collect();
+    assert!(
+        passes.iter().skip(1).all(|l| l.contains(": library ")),
+        "after the burst only whole-library walks: {passes:#?}"
+    );
+    assert!(passes.len() >= 2, "{s:#}\n{log}");
+    eprintln!(
+        "burst: kernel queue overflowed: {}",
+        log.contains("events were lost")
+    );
 }

@@ -4,7 +4,7 @@
 
 use crate::event::Event;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +34,13 @@ pub enum ControlError {
     },
     #[error("another trackmill service answers on {0}")]
     InUse(PathBuf),
+    #[error("another trackmill service{} holds the lock {path}", pid_note(*holder))]
+    Locked { path: PathBuf, holder: Option<u32> },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} exists and is not a socket")]
     NotSocket(PathBuf),
     #[error("cannot bind the control socket {path}: {source}")]
@@ -41,6 +48,11 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// " (pid N)" when the holder of the lock is known.
+fn pid_note(holder: Option<u32>) -> String {
+    holder.map_or(String::new(), |p| format!(" (pid {p})"))
 }
 
 /// `$XDG_RUNTIME_DIR/trackmill/control.sock`, or `/run/trackmill/control.sock` for root (and
@@ -62,9 +74,32 @@ pub fn socket_path(configured: &Path) -> PathBuf {
     }
 }
 
-/// Creates the private directory and binds the socket, reclaiming a socket left by a crash: it is
-/// removed only if nobody answers on it.
-pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+/// The control socket's path, claimed by this service: its private directory exists and the lock
+/// beside it is held. Held from before the database is opened, so a second service started at the
+/// same moment stops here and touches nothing.
+pub struct Claim {
+    path: PathBuf,
+    /// `<socket>.lock`, locked exclusively; the lock goes with the process (kept open until exit,
+    /// released by the kernel even after a crash). The file itself stays: removing it would let a
+    /// later service lock a fresh file while an older one still holds the removed one.
+    lock: std::fs::File,
+}
+
+/// The bound control socket and the lock that makes it this service's alone (keep it until exit).
+pub struct Bound {
+    pub listener: UnixListener,
+    pub lock: std::fs::File,
+}
+
+/// The lock file beside the socket.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Creates the private directory and takes the lock beside the socket.
+pub fn claim(path: &Path) -> Result<Claim, ControlError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -90,6 +125,25 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
             mode: meta.mode() & 0o7777,
         });
     }
+    let lock = lock(&lock_path(path))?;
+    Ok(Claim {
+        path: path.into(),
+        lock,
+    })
+}
+
+impl Claim {
+    /// Binds the socket, reclaiming one left by a crash: it is removed only if nobody answers on
+    /// it. Only the lock holder looks at the old socket, so two services started at once cannot
+    /// both reclaim it.
+    pub fn bind(self) -> Result<Bound, ControlError> {
+        let Claim { path, lock } = self;
+        let listener = bind_socket(&path)?;
+        Ok(Bound { listener, lock })
+    }
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener, ControlError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => return Err(ControlError::NotSocket(path.into())),
         Ok(_) => match UnixStream::connect(path) {
@@ -116,7 +170,42 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Accepts connections for the life of the runtime; each request becomes an [`Event::Control`].
+/// Locks `path` exclusively without waiting and writes this process's id into it, so that a
+/// second service can name the holder.
+fn lock(path: &Path) -> Result<std::fs::File, ControlError> {
+    use std::io::{Read, Seek, Write};
+    let err = |source| ControlError::Lock {
+        path: path.into(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(ControlError::Locked {
+                path: path.into(),
+                holder: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(err)?;
+    Ok(file)
+}
+
+/// Accepts connections for the life of the runtime; each request becomes an `Event::Control`.
 pub fn spawn_server(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
     let listener = match listener
         .set_nonblocking(true)
@@ -128,19 +217,7 @@ pub fn spawn_server(listener: UnixListener, events: mpsc::UnboundedSender<Event>
             return;
         }
     };
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve_one(stream, events.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!("control socket: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
+    crate::clients::spawn("control socket", listener, events, serve_one);
 }
 
 async fn serve_one(mut stream: tokio::net::UnixStream, events: mpsc::UnboundedSender<Event>) {

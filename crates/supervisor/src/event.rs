@@ -5,7 +5,6 @@
 use crate::spawn::Spawned;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,8 +52,9 @@ pub enum Event {
         command: ControlCommand,
         reply: oneshot::Sender<ControlResponse>,
     },
-    /// `serve`: paths created, written or moved under a library root.
-    FsChanged(Vec<PathBuf>),
+    /// `serve`: paths were created, written or moved under a library root; they wait in the
+    /// service's [`crate::watch::ChangeSet`] (at most one such event is queued at a time).
+    FsChanged,
 }
 
 /// Marker Rust's allocation-error handler prints before aborting.

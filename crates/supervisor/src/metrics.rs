@@ -34,19 +34,7 @@ pub fn spawn_server(listener: std::net::TcpListener, events: mpsc::UnboundedSend
     if let Ok(a) = listener.local_addr() {
         tracing::info!("metrics on http://{a}/metrics");
     }
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, events.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!("metrics endpoint: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
+    crate::clients::spawn("metrics endpoint", listener, events, answer);
 }
 
 async fn answer(mut stream: tokio::net::TcpStream, events: mpsc::UnboundedSender<Event>) {

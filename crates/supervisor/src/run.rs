@@ -53,7 +53,7 @@ pub struct SpawnSpec {
 pub struct ServeOptions {
     /// Re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
-    /// The bound control socket (see [`crate::control::bind`]).
+    /// The bound control socket (see [`crate::control::Claim::bind`]).
     pub control: std::os::unix::net::UnixListener,
     pub control_path: PathBuf,
     /// The bound Prometheus endpoint, if `service.metrics_addr` is set.
@@ -168,6 +168,10 @@ async fn run(
     opts: ScanOptions,
     serve: Option<ServeOptions>,
 ) -> Result<Summary, RunError> {
+    // Unbounded in type, bounded by what feeds it: each child sends one reply per request the
+    // loop made (jobs in flight, unacked results up to database.max_unacked, one check or claim),
+    // control and metrics clients are capped at clients::MAX_CLIENTS, and the file-system watcher
+    // queues at most one wake-up (its paths wait in a bounded set, see watch.rs).
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let db_spec = ChildSpec {
         exe: opts.spawn.exe.clone(),
@@ -363,8 +367,10 @@ impl Supervisor {
             && self.db.check.is_none()
             && self.db.ready
             // The next batch is checked while a batch's worth is still queued, so workers never
-            // wait for a skip-check round trip; memory stays O(queue depth + batch).
-            && self.ready.len() < self.cfg.queue_depth() + scanner::BATCH
+            // wait for a skip-check round trip; memory stays O(queue depth + batch). Failed files
+            // waiting for their retry count against the queue: a library whose files all fail fast
+            // must not pile up retries while the walk goes on.
+            && self.ready.len() + self.retries.len() < self.cfg.queue_depth() + scanner::BATCH
     }
 
     // ------------------------------------------------------------------ events
@@ -377,7 +383,12 @@ impl Supervisor {
                     "{name}: stopping; in-flight files get {grace:?} to finish (again to kill now)"
                 );
                 crate::systemd::stopping();
-                self.interrupted = true;
+                // A scan always stops short; the service only when work was known and undone: a
+                // pass running, one due, or file-system changes waiting for it. An idle service
+                // that is stopped has finished everything it was given, so its run is completed.
+                self.interrupted = self.service.as_ref().is_none_or(|svc| {
+                    self.pass_active || !self.pending.is_empty() || svc.changes_waiting()
+                });
                 self.scan_stop.store(true, Ordering::Relaxed);
                 self.phase = Phase::Draining {
                     deadline: Instant::now() + grace,
@@ -449,7 +460,7 @@ impl Supervisor {
                 let answer = self.on_control(command);
                 let _ = reply.send(answer);
             }
-            Event::FsChanged(paths) => self.on_fs_changed(paths),
+            Event::FsChanged => self.on_fs_changed(),
         }
     }
 

@@ -185,7 +185,7 @@ async fn inspect_one(spec: &ChildSpec, path: &Path, cfg: &Config) -> Verdict {
                     signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                 }
                 // Only the supervisor's loop sends control requests and file-system changes.
-                Some(Event::Child { .. } | Event::Control { .. } | Event::FsChanged(_)) => {}
+                Some(Event::Child { .. } | Event::Control { .. } | Event::FsChanged) => {}
                 Some(Event::Exited { status, oom_message, last_stderr, .. }) => {
                     if let Some(r) = result {
                         return r;

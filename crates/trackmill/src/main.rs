@@ -294,20 +294,10 @@ fn scan(a: ScanArgs) -> ExitCode {
     if let Err(e) = cfg.validate() {
         return config_error(e);
     }
-    let mut roots = Vec::new();
-    for p in &a.paths {
-        match std::fs::canonicalize(p) {
-            Ok(abs) if abs.is_dir() => roots.push(abs),
-            Ok(_) => {
-                eprintln!("trackmill: {} is not a directory", p.display());
-                return ExitCode::from(exit::BAD_ROOT);
-            }
-            Err(e) => {
-                eprintln!("trackmill: cannot open library root {}: {e}", p.display());
-                return ExitCode::from(exit::BAD_ROOT);
-            }
-        }
-    }
+    let roots = match library_roots(&a.paths) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
     let url = match db_url(a.db.clone(), &cfg) {
         Ok(u) => u,
         Err(c) => return c,
@@ -345,4 +335,24 @@ fn scan(a: ScanArgs) -> ExitCode {
             ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// The library roots as absolute directories; a missing one or a file is reported and gives
+/// the documented exit code.
+fn library_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ExitCode> {
+    let mut roots = Vec::with_capacity(paths.len());
+    for p in paths {
+        match std::fs::canonicalize(p) {
+            Ok(abs) if abs.is_dir() => roots.push(abs),
+            Ok(_) => {
+                eprintln!("trackmill: {} is not a directory", p.display());
+                return Err(ExitCode::from(exit::BAD_ROOT));
+            }
+            Err(e) => {
+                eprintln!("trackmill: cannot open library root {}: {e}", p.display());
+                return Err(ExitCode::from(exit::BAD_ROOT));
+            }
+        }
+    }
+    Ok(roots)
 }

@@ -29,21 +29,20 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             "library.roots is empty: name the directories to serve in the config file",
         );
     }
-    let mut roots = Vec::new();
-    for p in &cfg.library.roots {
-        match std::fs::canonicalize(p) {
-            Ok(abs) if abs.is_dir() => roots.push(abs),
-            Ok(_) => {
-                eprintln!("trackmill: {} is not a directory", p.display());
-                return ExitCode::from(exit::BAD_ROOT);
-            }
-            Err(e) => {
-                eprintln!("trackmill: cannot open library root {}: {e}", p.display());
-                return ExitCode::from(exit::BAD_ROOT);
-            }
-        }
-    }
+    let roots = match crate::library_roots(&cfg.library.roots) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
     cfg.library.roots = roots;
+    // Before the database: a second service on the same socket stops here and touches nothing.
+    let control_path = control::socket_path(&cfg.service.control_socket);
+    let claim = match control::claim(&control_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("trackmill: {e}");
+            return ExitCode::from(exit::CONTROL);
+        }
+    };
     let url = match db_url(a.db.clone(), &cfg) {
         Ok(u) => u,
         Err(c) => return c,
@@ -53,9 +52,12 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let control_path = control::socket_path(&cfg.service.control_socket);
-    let listener = match control::bind(&control_path) {
-        Ok(l) => l,
+    // `_lock` is held until the service returns: no other service may take this socket meanwhile.
+    let control::Bound {
+        listener,
+        lock: _lock,
+    } = match claim.bind() {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("trackmill: {e}");
             return ExitCode::from(exit::CONTROL);

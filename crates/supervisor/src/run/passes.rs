@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Above this many changed paths waiting, the next pass walks the whole library instead.
-const MAX_PATHS: usize = 10_000;
+const MAX_PATHS: usize = crate::watch::MAX_CHANGES;
 /// Changes keep arriving (a large copy): a pass starts anyway after this many debounce periods.
 const MAX_DEBOUNCES: u32 = 10;
 
@@ -119,6 +119,15 @@ fn outermost(paths: BTreeSet<PathBuf>) -> Vec<PathBuf> {
     out
 }
 
+/// The wanted file extensions, lower case, as the walk and the watcher compare them.
+fn extensions(cfg: &crate::Config) -> Vec<String> {
+    cfg.library
+        .extensions
+        .iter()
+        .map(|e| e.to_ascii_lowercase())
+        .collect()
+}
+
 /// State that only the long-running service has.
 pub struct Service {
     pub config_path: Option<PathBuf>,
@@ -130,6 +139,8 @@ pub struct Service {
     first_change: Option<Instant>,
     last_change: Instant,
     changes_overflowed: bool,
+    /// Filled by the watcher thread, bounded there.
+    watched: crate::watch::ChangeSet,
     watcher: Option<notify::RecommendedWatcher>,
     events: mpsc::UnboundedSender<Event>,
     pub watchdog: Option<crate::systemd::Watchdog>,
@@ -151,6 +162,7 @@ impl Service {
             first_change: None,
             last_change: Instant::now(),
             changes_overflowed: false,
+            watched: crate::watch::ChangeSet::default(),
             watcher: None,
             events: events.clone(),
             watchdog: crate::systemd::Watchdog::from_env(),
@@ -174,7 +186,12 @@ impl Service {
     pub fn watch(&mut self, cfg: &crate::Config) {
         self.watcher = None;
         if cfg.service.watch {
-            self.watcher = crate::watch::start(&cfg.library.roots, self.events.clone());
+            self.watcher = crate::watch::start(
+                &cfg.library.roots,
+                extensions(cfg),
+                self.watched.clone(),
+                self.events.clone(),
+            );
         }
     }
 }
@@ -223,13 +240,7 @@ impl Supervisor {
         }
         Some(ScanSettings {
             roots: plan.roots,
-            extensions: self
-                .cfg
-                .library
-                .extensions
-                .iter()
-                .map(|e| e.to_ascii_lowercase())
-                .collect(),
+            extensions: extensions(&self.cfg),
             follow_symlinks: self.cfg.library.follow_symlinks,
         })
     }
@@ -263,35 +274,24 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_fs_changed(&mut self, paths: Vec<PathBuf>) {
+    /// Takes what the watcher collected (already filtered and bounded there) into the changes
+    /// waiting for their debounce; this set is bounded by the same limit.
+    pub(super) fn on_fs_changed(&mut self) {
         let Some(svc) = self.service.as_mut() else {
             return;
         };
+        let taken = svc.watched.take();
+        if taken.paths.is_empty() && !taken.overflowed {
+            return;
+        }
         let now = Instant::now();
-        if svc.changes_overflowed {
-            svc.last_change = now;
-            return;
-        }
-        // Only what a walk would pick up (a directory, or a file with a wanted extension), so a
-        // cover image or a database file inside the library never starts a pass.
-        let exts: Vec<String> = self
-            .cfg
-            .library
-            .extensions
-            .iter()
-            .map(|e| e.to_ascii_lowercase())
-            .collect();
-        svc.changes.extend(paths.into_iter().filter(|p| {
-            p.is_dir()
-                || p.file_name()
-                    .is_some_and(|n| crate::scanner::wanted(n, &exts))
-        }));
-        if svc.changes.is_empty() {
-            return;
-        }
         svc.first_change.get_or_insert(now);
         svc.last_change = now;
-        if svc.changes.len() > MAX_PATHS {
+        if svc.changes_overflowed {
+            return;
+        }
+        svc.changes.extend(taken.paths);
+        if taken.overflowed || svc.changes.len() > MAX_PATHS {
             svc.changes.clear();
             svc.changes_overflowed = true;
         }
