@@ -50,6 +50,10 @@ pub struct SegmentSpec {
     /// `whole`: the most audio kept; longer tracks are covered by segments spread over them.
     #[serde(default = "default_max_seconds")]
     pub max_seconds: f64,
+    /// The most audio the model sees, as a share of the decoded stream (0 < share ≤ 1): fewer
+    /// segments for shorter tracks, one shortened segment where even one would exceed it, but
+    /// never less than one input window of audio. Unset: no bound.
+    pub max_share: Option<f64>,
 }
 
 fn one() -> usize {
@@ -250,6 +254,17 @@ fn mean() -> Reduce {
     Reduce::Mean
 }
 
+impl InputSpec {
+    /// Samples of the stream that fill one input window: `window − pad_start` for a waveform
+    /// (the window starts with the zero padding), `n_fft + (window − 1) · hop_length` for log-mel.
+    pub(crate) fn samples_per_window(&self) -> usize {
+        match (&self.kind, &self.mel) {
+            (InputKind::LogMel, Some(mel)) => mel.n_fft + (self.window - 1) * mel.hop_length,
+            _ => self.window.saturating_sub(self.pad_start).max(1),
+        }
+    }
+}
+
 impl Manifest {
     /// Reads and validates `path`; `name` is the directory name it must declare.
     pub fn load(path: &Path) -> Result<Manifest, ModelError> {
@@ -289,6 +304,11 @@ impl Manifest {
         if s.mode == SegmentMode::Whole && !(s.max_seconds >= s.seconds && s.max_seconds <= 3600.0)
         {
             return Err("segments.max_seconds must be between seconds and 3600".into());
+        }
+        if let Some(share) = s.max_share {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err("segments.max_share must be > 0 and ≤ 1".into());
+            }
         }
         let i = &self.input;
         if i.sample_rate != STREAM_RATE {

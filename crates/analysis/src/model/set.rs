@@ -94,7 +94,9 @@ impl ModelSet {
         SegmentCollector::new(
             self.models
                 .iter()
-                .map(|m| Reservoir::new(&m.manifest.segments))
+                .map(|m| {
+                    Reservoir::new(&m.manifest.segments, m.manifest.input.samples_per_window())
+                })
                 .collect(),
         )
     }
