@@ -420,3 +420,35 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> ModelError {
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASIC_PITCH: &str = include_str!("../../../../models/basic-pitch/model.toml");
+
+    fn parsed(text: &str) -> Manifest {
+        toml::from_str(text).expect("manifest parses")
+    }
+
+    #[test]
+    fn the_shipped_manifest_bounds_the_share_and_knows_its_window() {
+        let m = parsed(BASIC_PITCH);
+        assert_eq!(m.validate(), Ok(()));
+        assert_eq!(m.segments.max_share, Some(0.05));
+        assert_eq!(m.input.samples_per_window(), 43_844 - 3_840);
+    }
+
+    #[test]
+    fn max_share_outside_0_to_1_is_refused() {
+        for bad in ["0.0", "-0.1", "1.5", "nan"] {
+            let text = BASIC_PITCH.replace("max_share = 0.05", &format!("max_share = {bad}"));
+            let err = parsed(&text).validate().expect_err(bad);
+            assert!(err.contains("max_share"), "{bad}: {err}");
+        }
+        let text = BASIC_PITCH.replace("max_share = 0.05", "max_share = 1.0");
+        assert_eq!(parsed(&text).validate(), Ok(()));
+        let text = BASIC_PITCH.replace("max_share = 0.05\n", "");
+        assert_eq!(parsed(&text).segments.max_share, None);
+    }
+}
