@@ -47,6 +47,7 @@ fn compare(path: &std::path::Path) {
             "dsp_with_collector_ms": decode_ms,
             "model_ms": model_ms,
             "model_over_dsp": model_ms / dsp_ms,
+            "model_audio_s": out.as_ref().map(|o| o.audio_seen_s).unwrap_or(0.0),
             "embeddings": out.map(|o| o.embeddings.len()).unwrap_or(0),
         })
     );
@@ -102,8 +103,7 @@ fn main() {
         }
     };
     let infer_s = t1.elapsed().as_secs_f64();
-    // Audio the models saw: at most 3 segments of 6.734 s with the default manifest.
-    let seen = seconds.min(3.0 * 6.734);
+    let seen = out.audio_seen_s;
     println!(
         "{}",
         serde_json::json!({

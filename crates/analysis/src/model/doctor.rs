@@ -32,6 +32,7 @@ pub fn doctor_report(cfg: &ModelConfig) -> Value {
                         "ok": ok,
                         "input": format!("{:?}", m.input.kind),
                         "segments": format!("{:?} {} x {} s", m.segments.mode, m.segments.count, m.segments.seconds),
+                        "segments_max_share": m.segments.max_share,
                         "license": m.license,
                     })
                 }

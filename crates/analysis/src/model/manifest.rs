@@ -50,6 +50,10 @@ pub struct SegmentSpec {
     /// `whole`: the most audio kept; longer tracks are covered by segments spread over them.
     #[serde(default = "default_max_seconds")]
     pub max_seconds: f64,
+    /// The most audio the model sees, as a share of the decoded stream (0 < share ≤ 1): fewer
+    /// segments for shorter tracks, one shortened segment where even one would exceed it, but
+    /// never less than one input window of audio. Unset: no bound.
+    pub max_share: Option<f64>,
 }
 
 fn one() -> usize {
@@ -250,6 +254,17 @@ fn mean() -> Reduce {
     Reduce::Mean
 }
 
+impl InputSpec {
+    /// Samples of the stream that fill one input window: `window − pad_start` for a waveform
+    /// (the window starts with the zero padding), `n_fft + (window − 1) · hop_length` for log-mel.
+    pub(crate) fn samples_per_window(&self) -> usize {
+        match (&self.kind, &self.mel) {
+            (InputKind::LogMel, Some(mel)) => mel.n_fft + (self.window - 1) * mel.hop_length,
+            _ => self.window.saturating_sub(self.pad_start).max(1),
+        }
+    }
+}
+
 impl Manifest {
     /// Reads and validates `path`; `name` is the directory name it must declare.
     pub fn load(path: &Path) -> Result<Manifest, ModelError> {
@@ -289,6 +304,11 @@ impl Manifest {
         if s.mode == SegmentMode::Whole && !(s.max_seconds >= s.seconds && s.max_seconds <= 3600.0)
         {
             return Err("segments.max_seconds must be between seconds and 3600".into());
+        }
+        if let Some(share) = s.max_share {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err("segments.max_share must be > 0 and ≤ 1".into());
+            }
         }
         let i = &self.input;
         if i.sample_rate != STREAM_RATE {
@@ -398,5 +418,37 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> ModelError {
     ModelError::Manifest {
         path: path.to_path_buf(),
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASIC_PITCH: &str = include_str!("../../../../models/basic-pitch/model.toml");
+
+    fn parsed(text: &str) -> Manifest {
+        toml::from_str(text).expect("manifest parses")
+    }
+
+    #[test]
+    fn the_shipped_manifest_bounds_the_share_and_knows_its_window() {
+        let m = parsed(BASIC_PITCH);
+        assert_eq!(m.validate(), Ok(()));
+        assert_eq!(m.segments.max_share, Some(0.05));
+        assert_eq!(m.input.samples_per_window(), 43_844 - 3_840);
+    }
+
+    #[test]
+    fn max_share_outside_0_to_1_is_refused() {
+        for bad in ["0.0", "-0.1", "1.5", "nan"] {
+            let text = BASIC_PITCH.replace("max_share = 0.05", &format!("max_share = {bad}"));
+            let err = parsed(&text).validate().expect_err(bad);
+            assert!(err.contains("max_share"), "{bad}: {err}");
+        }
+        let text = BASIC_PITCH.replace("max_share = 0.05", "max_share = 1.0");
+        assert_eq!(parsed(&text).validate(), Ok(()));
+        let text = BASIC_PITCH.replace("max_share = 0.05\n", "");
+        assert_eq!(parsed(&text).segments.max_share, None);
     }
 }

@@ -3,6 +3,7 @@
 use crate::model::checksum::sha256_file;
 use crate::model::loaded::LoadedModel;
 use crate::model::manifest::Manifest;
+use crate::model::manifest::STREAM_RATE;
 use crate::model::runtime::{self, RuntimeInfo};
 use crate::model::segments::{Reservoir, SegmentCollector};
 use crate::model::{ModelConfig, ModelError};
@@ -32,6 +33,8 @@ pub struct ModelOutput {
     pub pitch_class_profile: Option<[f32; 12]>,
     /// Top labels of models that declare `[labels]`.
     pub labels: Vec<ModelLabel>,
+    /// Seconds of audio the models were run on, all models together.
+    pub audio_seen_s: f64,
 }
 
 impl ModelSet {
@@ -94,7 +97,9 @@ impl ModelSet {
         SegmentCollector::new(
             self.models
                 .iter()
-                .map(|m| Reservoir::new(&m.manifest.segments))
+                .map(|m| {
+                    Reservoir::new(&m.manifest.segments, m.manifest.input.samples_per_window())
+                })
                 .collect(),
         )
     }
@@ -108,6 +113,8 @@ impl ModelSet {
             if segments.is_empty() {
                 continue;
             }
+            let samples: usize = segments.iter().map(|s| s.samples.len()).sum();
+            out.audio_seen_s += samples as f64 / f64::from(STREAM_RATE);
             let pooled = model.run(&segments)?;
             let name = model.manifest.name.clone();
             for (emb, values) in pooled.embeddings {
