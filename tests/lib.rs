@@ -29,6 +29,25 @@ pub fn binary() -> PathBuf {
     exe
 }
 
+/// Runs `trackmill ARGS…` to completion, asserts it succeeded, and parses its standard output as
+/// JSON.
+pub fn trackmill_json<I, S>(args: I) -> serde_json::Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run trackmill");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
 /// Generates `seconds` of a sine at `freq` Hz into `path` with ffmpeg (format from the extension).
 pub fn tone(path: &Path, freq: u32, seconds: u32) {
     let st = Command::new("ffmpeg")
@@ -40,9 +59,9 @@ pub fn tone(path: &Path, freq: u32, seconds: u32) {
     assert!(st.success(), "ffmpeg failed for {}", path.display());
 }
 
-/// Writes `ms` milliseconds of a sine at `freq` Hz as 16-bit mono PCM WAV at 22,050 Hz: tiny
-/// real audio, quick to make by the thousand.
-pub fn wav(path: &Path, freq: f32, ms: u32) {
+/// `ms` milliseconds of a sine at `freq` Hz as a 16-bit mono PCM WAV file at 22,050 Hz: tiny real
+/// audio, quick to make by the thousand (also used by `cargo xtask bench pipeline`).
+pub fn wav_bytes(freq: f32, ms: u32) -> Vec<u8> {
     const RATE: u32 = 22_050;
     let samples = RATE * ms / 1000;
     let data_len = samples * 2;
@@ -64,7 +83,12 @@ pub fn wav(path: &Path, freq: f32, ms: u32) {
         let v = (t * freq * std::f32::consts::TAU).sin() * 0.5 * f32::from(i16::MAX);
         b.extend_from_slice(&(v as i16).to_le_bytes());
     }
-    std::fs::write(path, b).expect("write wav");
+    b
+}
+
+/// Writes [`wav_bytes`] to `path`.
+pub fn wav(path: &Path, freq: f32, ms: u32) {
+    std::fs::write(path, wav_bytes(freq, ms)).expect("write wav");
 }
 
 /// `n` tiny WAV files (0.2 s, each at its own pitch) named `0000.wav`… in `dir`.

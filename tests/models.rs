@@ -3,7 +3,6 @@
 //! with one warning when the GPU is asked for but CUDA cannot be registered.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use trackmill_e2e::*;
 
 /// Model embeddings every analysed track must carry, with their sizes.
@@ -140,17 +139,13 @@ fn every_analysed_track_has_model_embeddings_identical_across_runs_and_sinks() {
     assert_eq!(stats[1..], [69.0, 69.0], "{stats:?}");
 
     // `trackmill show` returns them.
-    let out = Command::new(binary())
-        .args(["show", "--json", "--db", &sqlite])
-        .arg(&good[0])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = trackmill_json([
+        "show".as_ref(),
+        "--json".as_ref(),
+        "--db".as_ref(),
+        sqlite.as_ref(),
+        good[0].as_os_str(),
+    ]);
     let names: Vec<String> = embeddings(&shown).into_iter().map(|(m, _)| m).collect();
     for (model, _) in MODEL_EMBEDDINGS {
         assert!(names.iter().any(|m| m == model), "{names:?}");

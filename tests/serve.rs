@@ -353,17 +353,8 @@ fn killed_workers_are_replaced_and_their_file_requeued() {
     assert_eq!(num(&s, &["totals", "quarantined"]), 0, "{s:#}");
 
     // `failures` shows every attempt's cause.
-    let out = Command::new(binary())
-        .args(["failures", "--json", "--db"])
-        .arg(format!("sqlite://{}", d.join("t.db").display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let db_url = format!("sqlite://{}", d.join("t.db").display());
+    let rows = trackmill_json(["failures", "--json", "--db", &db_url]);
     let row = rows
         .as_array()
         .unwrap()

@@ -18,8 +18,7 @@ const WORKERS: &str = "2";
 const PER_DIR: usize = 100;
 const DIRS_PER_TOP: usize = 100;
 /// The tiny file: mono 16-bit PCM, 20 ms at 22,050 Hz.
-const RATE: u32 = 22_050;
-const SAMPLES: usize = 441;
+const FILE_MS: u32 = 20;
 
 pub fn run() -> Result<()> {
     let large = match std::env::var("TRACKMILL_BENCH_FILES") {
@@ -80,29 +79,9 @@ struct Measured {
     worker_rss: u64,
 }
 
-/// A minimal RIFF/WAVE file: 16-bit mono PCM, a short tone whose pitch depends on `i`.
+/// A tiny tone whose pitch depends on `i`.
 fn wav(i: usize) -> Vec<u8> {
-    let data_len = (SAMPLES * 2) as u32;
-    let mut b = Vec::with_capacity(44 + data_len as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&1u16.to_le_bytes()); // mono
-    b.extend_from_slice(&RATE.to_le_bytes());
-    b.extend_from_slice(&(RATE * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    let freq = 220.0 + (i % 64) as f64 * 10.0;
-    for n in 0..SAMPLES {
-        let t = n as f64 / f64::from(RATE);
-        let s = (t * freq * std::f64::consts::TAU).sin() * 0.5 * f64::from(i16::MAX);
-        b.extend_from_slice(&(s as i16).to_le_bytes());
-    }
-    b
+    trackmill_e2e::wav_bytes(220.0 + (i % 64) as f32 * 10.0, FILE_MS)
 }
 
 /// Writes the tree unless a complete one is already there.
