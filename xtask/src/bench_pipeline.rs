@@ -121,12 +121,18 @@ fn scan(exe: &Path, out: &Path, tree: &Path, files: usize) -> Result<Measured> {
     }
     let summary = out.join(format!("pipeline-{files}.json"));
     let _ = std::fs::remove_file(&summary);
+    // DSP-only: this measures the pipeline itself (walk, skip-checks, dispatch, workers' per-file
+    // overhead, DB writes); the model stage's cost is `cargo xtask bench analysis`'s.
+    let config = out.join("pipeline.toml");
+    std::fs::write(&config, "[analysis]\nmodels = []\n")?;
     eprintln!("xtask: scanning {files} files…");
     let st = Command::new(exe)
         .arg("scan")
         .arg(tree)
         .arg("--db")
         .arg(format!("sqlite://{}", db.display()))
+        .arg("--config")
+        .arg(&config)
         .args(["--workers", WORKERS, "--no-progress", "--summary"])
         .arg(&summary)
         .status()
