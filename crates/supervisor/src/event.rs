@@ -53,7 +53,7 @@ pub enum Event {
         reply: oneshot::Sender<ControlResponse>,
     },
     /// `serve`: paths were created, written or moved under a library root; they wait in the
-    /// service's [`crate::watch::ChangeSet`] (at most one such event is queued at a time).
+    /// service's `watch::ChangeSet` (at most one such event is queued at a time).
     FsChanged,
 }
 
