@@ -21,6 +21,6 @@ pub mod units;
 mod watch;
 
 pub use config::{Config, ConfigError};
-pub use pool::{classify, describe, KillReason};
+pub use pool::{classify, describe, exit_message, KillReason};
 pub use run::{scan, serve, ScanOptions, ServeOptions, SpawnSpec};
 pub use summary::Summary;

@@ -128,6 +128,29 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// What became of worker `pid` that ended as `kind` with `status`, as it is logged and stored for
+/// the file it was on (`scan`, `serve` and `inspect` alike).
+pub fn exit_message(
+    kind: ExitKind,
+    pid: u32,
+    status: ExitStatus,
+    memory_limit: u64,
+    job_timeout: Duration,
+) -> String {
+    match kind {
+        ExitKind::Oom => format!(
+            "worker {pid} ran out of memory under its {} cap ({})",
+            crate::units::format_size(memory_limit),
+            describe(status)
+        ),
+        ExitKind::Timeout => format!(
+            "no result within {job_timeout:?}; worker {pid} stopped ({})",
+            describe(status)
+        ),
+        _ => format!("worker {pid} {} ({})", kind.as_str(), describe(status)),
+    }
+}
+
 /// OTP-style restart intensity: more than `max` unplanned deaths within `window` → degraded, and
 /// spawning waits with a doubling delay until the window is calm again.
 pub struct Intensity {

@@ -11,7 +11,9 @@ mod status;
 use crate::config::Config;
 use crate::dbclient::DbClient;
 use crate::event::{attach, ChildMsg, Event, Who};
-use crate::pool::{classify, describe, FileJob, Intensity, KillReason, Slot, SlotState};
+use crate::pool::{
+    classify, describe, exit_message, FileJob, Intensity, KillReason, Slot, SlotState,
+};
 use crate::pressure::{Action, Pressure};
 use crate::progress::{Progress, Snapshot};
 use crate::retry::{decide, Decision};
@@ -762,28 +764,13 @@ impl Supervisor {
             SlotState::Busy { job, started, .. } => Some((job, started)),
             _ => None,
         };
-        let mut message = match kind {
-            ExitKind::Oom => format!(
-                "worker {} ran out of memory under its {} cap ({})",
-                slot.pid,
-                crate::units::format_size(self.cfg.workers.memory_limit),
-                describe(status)
-            ),
-            ExitKind::Timeout => {
-                format!(
-                    "no result within {:?}; worker {} stopped ({})",
-                    self.cfg.workers.job_timeout,
-                    slot.pid,
-                    describe(status)
-                )
-            }
-            _ => format!(
-                "worker {} {} ({})",
-                slot.pid,
-                kind.as_str(),
-                describe(status)
-            ),
-        };
+        let mut message = exit_message(
+            kind,
+            slot.pid,
+            status,
+            self.cfg.workers.memory_limit,
+            self.cfg.workers.job_timeout,
+        );
         if !last.is_empty() && kind != ExitKind::Recycled && kind != ExitKind::Stopped {
             message.push_str(": ");
             message.push_str(&last);

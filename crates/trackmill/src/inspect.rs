@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use trackmill_supervisor::event::{attach, ChildMsg, Event, Who};
 use trackmill_supervisor::spawn::{signal_group, spawn_child, ChildSpec};
 use trackmill_supervisor::units::{format_size, parse_duration, parse_size};
-use trackmill_supervisor::{classify, describe, Config, KillReason};
+use trackmill_supervisor::{classify, exit_message, Config, KillReason};
 use trackmill_types::{
     FileStats, FromWorker, Job, Outcome, PathBytes, Role, ToWorker, TrackAnalysis, PROTOCOL_VERSION,
 };
@@ -191,18 +191,8 @@ async fn inspect_one(spec: &ChildSpec, path: &Path, cfg: &Config) -> Verdict {
                         return r;
                     }
                     let kind = classify(status, kill, oom_message);
-                    let mut message = match kind {
-                        trackmill_types::ExitKind::Oom => format!(
-                            "worker {pid} ran out of memory under its {} cap ({})",
-                            format_size(cfg.workers.memory_limit),
-                            describe(status)
-                        ),
-                        trackmill_types::ExitKind::Timeout => format!(
-                            "no result within {timeout:?}; worker {pid} stopped ({})",
-                            describe(status)
-                        ),
-                        _ => format!("worker {pid} {} ({})", kind.as_str(), describe(status)),
-                    };
+                    let mut message =
+                        exit_message(kind, pid, status, cfg.workers.memory_limit, timeout);
                     if !last_stderr.is_empty() {
                         message.push_str(": ");
                         message.push_str(&last_stderr);
