@@ -19,6 +19,25 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Why a library root cannot be used.
+#[derive(Debug)]
+pub enum RootError {
+    NotADirectory(PathBuf),
+    Unreadable(PathBuf, std::io::Error),
+}
+
+/// The library roots as absolute, symlink-free directories (what scans walk and leases match).
+pub fn canonical_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RootError> {
+    paths
+        .iter()
+        .map(|p| match std::fs::canonicalize(p) {
+            Ok(abs) if abs.is_dir() => Ok(abs),
+            Ok(_) => Err(RootError::NotADirectory(p.clone())),
+            Err(e) => Err(RootError::Unreadable(p.clone(), e)),
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

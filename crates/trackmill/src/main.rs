@@ -18,6 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trackmill_dbwriter::DbUrl;
+use trackmill_supervisor::config::{canonical_roots, RootError};
 use trackmill_supervisor::units::{parse_duration, parse_size};
 use trackmill_supervisor::{Config, ScanOptions};
 
@@ -340,19 +341,15 @@ fn scan(a: ScanArgs) -> ExitCode {
 /// The library roots as absolute directories; a missing one or a file is reported and gives
 /// the documented exit code.
 fn library_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ExitCode> {
-    let mut roots = Vec::with_capacity(paths.len());
-    for p in paths {
-        match std::fs::canonicalize(p) {
-            Ok(abs) if abs.is_dir() => roots.push(abs),
-            Ok(_) => {
-                eprintln!("trackmill: {} is not a directory", p.display());
-                return Err(ExitCode::from(exit::BAD_ROOT));
+    canonical_roots(paths).map_err(|e| {
+        match e {
+            RootError::NotADirectory(p) => {
+                eprintln!("trackmill: {} is not a directory", p.display())
             }
-            Err(e) => {
-                eprintln!("trackmill: cannot open library root {}: {e}", p.display());
-                return Err(ExitCode::from(exit::BAD_ROOT));
+            RootError::Unreadable(p, e) => {
+                eprintln!("trackmill: cannot open library root {}: {e}", p.display())
             }
         }
-    }
-    Ok(roots)
+        ExitCode::from(exit::BAD_ROOT)
+    })
 }

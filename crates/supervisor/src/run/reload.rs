@@ -3,7 +3,7 @@
 //! configuration stays.
 
 use super::Supervisor;
-use crate::config::Config;
+use crate::config::{Config, RootError};
 
 impl Supervisor {
     pub(super) fn on_reload(&mut self) {
@@ -101,24 +101,14 @@ impl Supervisor {
 
 /// The library roots as absolute, resolved directories; a missing root refuses the reload.
 fn canonical_roots(mut cfg: Config) -> Result<Config, crate::ConfigError> {
-    let mut roots = Vec::with_capacity(cfg.library.roots.len());
-    for r in &cfg.library.roots {
-        match std::fs::canonicalize(r) {
-            Ok(abs) if abs.is_dir() => roots.push(abs),
-            Ok(_) => {
-                return Err(crate::ConfigError::Invalid(format!(
-                    "library root {} is not a directory",
-                    r.display()
-                )))
+    let roots = crate::config::canonical_roots(&cfg.library.roots).map_err(|e| {
+        crate::ConfigError::Invalid(match e {
+            RootError::NotADirectory(r) => {
+                format!("library root {} is not a directory", r.display())
             }
-            Err(e) => {
-                return Err(crate::ConfigError::Invalid(format!(
-                    "library root {}: {e}",
-                    r.display()
-                )))
-            }
-        }
-    }
+            RootError::Unreadable(r, e) => format!("library root {}: {e}", r.display()),
+        })
+    })?;
     if roots.is_empty() {
         return Err(crate::ConfigError::Invalid("library.roots is empty".into()));
     }
