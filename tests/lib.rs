@@ -1,9 +1,10 @@
 //! Support for the end-to-end tests: locating the built binary, generating real audio, running
 //! scans (to completion, or as a child to signal) into SQLite or any database URL, finding
 //! processes in /proc, and reading summaries and the database; `pgserver` handles the PostgreSQL
-//! server.
+//! server, `records` makes realistic analysis records for the DB-writer tests and benchmark.
 
 pub mod pgserver;
+pub mod records;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! with one warning when the GPU is asked for but CUDA cannot be registered.
 
 use std::path::{Path, PathBuf};
+use trackmill_e2e::pgserver::PgSchema;
 use trackmill_e2e::*;
 
 /// Model embeddings every analysed track must carry, with their sizes.
@@ -30,32 +31,6 @@ fn corpus(dir: &Path) -> Vec<PathBuf> {
     .collect();
     std::fs::write(dir.join("corrupt.mp3"), vec![0x5au8; 4096]).unwrap();
     good
-}
-
-/// A PostgreSQL schema of its own, dropped when the test ends (also when it fails).
-struct PgSchema {
-    url: String,
-}
-
-impl PgSchema {
-    fn new(tag: &str) -> PgSchema {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let schema = format!("t_models_{tag}_{}_{nanos}", std::process::id());
-        PgSchema {
-            url: format!("postgres://postgres@127.0.0.1:5432/test?sslmode=disable&schema={schema}"),
-        }
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Ok(u) = trackmill_dbwriter::DbUrl::parse(&self.url) {
-            let _ = trackmill_dbwriter::drop_schema(&u);
-        }
-    }
 }
 
 fn embeddings(row: &serde_json::Value) -> Vec<(String, Vec<f64>)> {
@@ -88,8 +63,9 @@ fn every_analysed_track_has_model_embeddings_identical_across_runs_and_sinks() {
     let good = corpus(&lib);
     let sqlite = format!("sqlite://{}", tmp.path().join("a.db").display());
     let pg = PgSchema::new("e2e");
+    let pg_url = pg.url();
     let mut runs = Vec::new();
-    for (url, summary) in [(&sqlite, "a.json"), (&pg.url, "b.json")] {
+    for (url, summary) in [(&sqlite, "a.json"), (&pg_url, "b.json")] {
         let (out, s) = scan_url(
             &lib,
             url,
@@ -152,6 +128,8 @@ fn every_analysed_track_has_model_embeddings_identical_across_runs_and_sinks() {
     }
 }
 
+/// Also: once the runtime is back, the next scan analyses those files again for the model results
+/// they lack (and the one after that has nothing left to do).
 #[test]
 fn missing_runtime_gives_a_dsp_only_scan_and_one_warning() {
     let tmp = tempfile::tempdir().unwrap();
@@ -179,6 +157,39 @@ fn missing_runtime_gives_a_dsp_only_scan_and_one_warning() {
         let names: Vec<String> = embeddings(&row).into_iter().map(|(m, _)| m).collect();
         assert_eq!(names, [DSP_FINGERPRINT], "{}", f.display());
     }
+
+    let (out, s) = scan_url(
+        &lib,
+        &url,
+        &tmp.path().join("s2.json"),
+        &["--workers", "2"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(n(&s, "analyzed"), 4, "{s:#}\n{err}");
+    // The corrupt file's stored failure stands: only the four DSP-only files are redone.
+    assert_eq!(n(&s, "skipped_unchanged"), 1, "{s:#}");
+    for f in &good {
+        let row = stored(&db, f);
+        assert_eq!(row["models"], serde_json::json!(["basic-pitch"]), "{row:#}");
+        let names: Vec<String> = embeddings(&row).into_iter().map(|(m, _)| m).collect();
+        assert!(
+            names.iter().any(|m| m == "basic-pitch/notes88"),
+            "{}: {names:?}",
+            f.display()
+        );
+    }
+    let (out, s) = scan_url(
+        &lib,
+        &url,
+        &tmp.path().join("s3.json"),
+        &["--workers", "2"],
+        &[],
+    );
+    assert!(out.status.success());
+    assert_eq!(n(&s, "analyzed"), 0, "{s:#}");
+    assert_eq!(n(&s, "skipped_unchanged"), 5, "{s:#}");
 }
 
 #[test]

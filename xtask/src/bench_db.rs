@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use trackmill_dbwriter::{DbUrl, WriterOptions};
+use trackmill_e2e::records::sample_analysis;
 use trackmill_types::frame::{read_frame, write_frame, MAX_FRAME};
 use trackmill_types::*;
 
@@ -100,8 +101,8 @@ fn measure(url: &DbUrl, n: u64) -> Result<f64> {
     Ok(n as f64 / secs)
 }
 
-/// A record of realistic size: tags with two artists, the full feature set, two embeddings; every
-/// tenth file a quarantined failure with three attempts.
+/// A record of realistic size (`sample_analysis`: tags with two artists, the full feature set, two
+/// embeddings); every tenth file a quarantined failure with three attempts.
 fn record(run_id: i64, i: u64) -> Record {
     let key = FileKey {
         path: PathBytes(
@@ -149,77 +150,10 @@ fn record(run_id: i64, i: u64) -> Record {
             attempts,
         };
     }
-    let tags = Tags {
-        title: Some(CleanText::new(&format!("Track number {i}"))),
-        artists: vec![
-            CleanText::new(&format!("Artist {}", i % 500)),
-            CleanText::new(&format!("Featured {}", i % 97)),
-        ],
-        album: Some(CleanText::new(&format!("Album {}", i % 2000))),
-        album_artist: Some(CleanText::new(&format!("Artist {}", i % 500))),
-        genres: vec![CleanText::new("Electronic"), CleanText::new("Ambient")],
-        year: Some(2001),
-        track_number: Some((i % 12) as u32 + 1),
-        track_total: Some(12),
-        musicbrainz_recording_id: Some(CleanText::new("9a1c7f4e-3b2d-4c5e-8f6a-7b8c9d0e1f2a")),
-        picture_count: 1,
-        picture_bytes: 120_000,
-        ..Tags::default()
-    };
-    let stat = Stat {
-        mean: 1.5,
-        std: 0.25,
-    };
-    let features = Features {
-        integrated_lufs: -11.2,
-        loudness_range_lu: 7.5,
-        true_peak_dbtp: -0.8,
-        replaygain_track_gain_db: -6.8,
-        replaygain_track_peak: 0.91,
-        bpm: 124.0,
-        onset_rate: 2.9,
-        spectral_centroid_hz: stat,
-        spectral_rolloff_hz: stat,
-        spectral_flatness: stat,
-        spectral_flux: stat,
-        zero_crossing_rate: stat,
-        chroma: [1.0 / 12.0; 12],
-        key: (i % 12) as u8,
-        mode: CleanText::new("major"),
-        key_strength: 0.66,
-        silence_ratio: 0.01,
-    };
-    let analysis = TrackAnalysis {
-        analyzer_version: ANALYZER_VERSION,
-        partial: false,
-        audio: AudioProps {
-            container: CleanText::new("flac"),
-            codec: CleanText::new("flac"),
-            sample_rate: 44_100,
-            channels: 2,
-            bits_per_sample: Some(16),
-            duration_s: Some(240.0),
-            decoded_s: 240.0,
-            bitrate_kbps: Some(880),
-        },
-        tags,
-        features: Some(features),
-        embeddings: vec![
-            Embedding {
-                model: CleanText::new("trackmill-dsp-v1"),
-                values: (0..64).map(|j| (i as f32 + j as f32).sin()).collect(),
-            },
-            Embedding {
-                model: CleanText::new("basic-pitch-v1"),
-                values: (0..88).map(|j| (j as f32 * 0.1).cos()).collect(),
-            },
-        ],
-        notes: vec![],
-    };
     Record {
         run_id,
         key,
-        outcome: RecordOutcome::Analysed(Box::new(analysis)),
+        outcome: RecordOutcome::Analysed(Box::new(sample_analysis(i))),
         stats,
         attempts: vec![],
     }

@@ -211,6 +211,7 @@ fn build_record(
             model: CleanText::new(FINGERPRINT_MODEL),
             values: vector,
         }],
+        models: Vec::new(),
         notes: notes.iter().map(|n| CleanText::new(n)).collect(),
     }
 }

@@ -5,7 +5,7 @@
 use crate::conn::Conn;
 use crate::val::{u64v, Val};
 use crate::DbError;
-use trackmill_types::{CheckPolicy, FileKey, PathBytes, Verdict};
+use trackmill_types::{CheckPolicy, CleanText, FileKey, PathBytes, Verdict};
 
 fn key_vals(f: &FileKey) -> [Val; 3] {
     [
@@ -18,7 +18,7 @@ fn key_vals(f: &FileKey) -> [Val; 3] {
 /// True when a stored row makes this file need no work under `policy`.
 fn is_done(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<bool, DbError> {
     let Some(row) = conn.query_one(
-        "SELECT size, mtime_ns, status, analyzer_version FROM tracks WHERE path = $1",
+        "SELECT size, mtime_ns, status, analyzer_version, models FROM tracks WHERE path = $1",
         &[Val::Bytes(f.path.as_bytes().to_vec())],
     )?
     else {
@@ -30,10 +30,26 @@ fn is_done(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<boo
     }
     Ok(match row[2].str() {
         // A row written by a newer analyser also counts: an older binary must not overwrite it.
-        Some("analyzed") => row[3].i64().unwrap_or(0) >= i64::from(policy.analyzer_version),
+        Some("analyzed") => {
+            row[3].i64().unwrap_or(0) >= i64::from(policy.analyzer_version)
+                && has_models(&row[4], &policy.models)
+        }
         Some(_) => !policy.retry_failed,
         None => false,
     })
+}
+
+/// True when the stored list of models that ran (`tracks.models`) names every model in `wanted`.
+fn has_models(stored: &Val, wanted: &[CleanText]) -> bool {
+    if wanted.is_empty() {
+        return true;
+    }
+    let stored = stored.json();
+    let ran: Vec<&str> = stored
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    wanted.iter().all(|m| ran.contains(&m.as_str()))
 }
 
 /// Takes the lease on `f` for `run_id` unless another live run holds it.

@@ -15,6 +15,7 @@ const TRACK_COLS: &[&str] = &[
     "analyzer_version",
     "run_id",
     "partial",
+    "models",
     "failure_class",
     "failure_stage",
     "failure_message",
@@ -50,7 +51,7 @@ const TRACK_COLS: &[&str] = &[
     "updated_at",
 ];
 const BOOL_COLS: &[&str] = &["partial", "tags_truncated"];
-const JSON_COLS: &[&str] = &["genres", "notes"];
+const JSON_COLS: &[&str] = &["genres", "models", "notes"];
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

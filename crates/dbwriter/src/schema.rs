@@ -173,11 +173,17 @@ CREATE INDEX leases_run ON leases (run_id);
 CREATE INDEX leases_expiry ON leases (expires_at);
 ";
 
+/// The models that ran on an analysed file (a JSON list of names; NULL: DSP-only). A row from
+/// before this column has NULL, which is right: no model results were stored then.
+const V2: &str = "
+ALTER TABLE tracks ADD COLUMN models {JSON};
+";
+
 /// (version, text) in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Applies every migration not yet recorded. Safe to run concurrently from several writers.
 pub(crate) fn migrate(conn: &mut dyn Conn) -> Result<(), DbError> {

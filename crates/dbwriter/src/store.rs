@@ -286,6 +286,7 @@ fn track_columns(r: &Record, now: i64) -> Vec<(&'static str, Val)> {
         ("analyzer_version", Val::I64(version.into())),
         ("run_id", Val::I64(r.run_id)),
         ("partial", Val::Bool(a.is_some_and(|a| a.partial))),
+        ("models", a.map_or(Val::Null, |a| json_list(&a.models))),
         ("failure_class", opt(failure, |f| text(f.class.as_str()))),
         ("failure_stage", opt(failure, |f| text(f.stage.as_str()))),
         (

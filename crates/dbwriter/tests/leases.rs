@@ -43,7 +43,7 @@ both!(two_writers_each_file_todo_for_exactly_one, |b: Backend| {
         let mut todo = HashSet::new();
         let mut busy = 0;
         for (q, chunk) in chunks.into_iter().enumerate() {
-            let v = c.check(q as u64, p, chunk.clone());
+            let v = c.check(q as u64, p.clone(), chunk.clone());
             busy += v.iter().filter(|v| **v == Verdict::Busy).count();
             todo.extend(todo_set(&chunk, &v));
         }
@@ -69,7 +69,7 @@ both!(leases_follow_store_and_expiry, |b: Backend| {
     let mut a = Client::start(&b, WriterOptions::default());
     let run_a = a.start_run();
     assert!(a
-        .check(1, p, all.clone())
+        .check(1, p.clone(), all.clone())
         .iter()
         .all(|v| *v == Verdict::Todo));
     // A stores one file: the lease is released and the file is done for everyone.
@@ -81,12 +81,12 @@ both!(leases_follow_store_and_expiry, |b: Backend| {
 
     let mut c = Client::start(&b, WriterOptions::default());
     c.start_run();
-    let v = c.check(1, p, all.clone());
+    let v = c.check(1, p.clone(), all.clone());
     assert_eq!(v[0], Verdict::Done);
     assert!(v[1..].iter().all(|v| *v == Verdict::Busy), "{v:?}");
     c.send(&ToDb::ClaimExpired {
         query: 2,
-        policy: p,
+        policy: p.clone(),
         limit: 100,
     });
     match c.recv() {
@@ -115,7 +115,7 @@ both!(leases_follow_store_and_expiry, |b: Backend| {
     c.flush(2);
     c.send(&ToDb::ClaimExpired {
         query: 3,
-        policy: p,
+        policy: p.clone(),
         limit: 5,
     });
     let mut got = Vec::new();
@@ -133,7 +133,7 @@ both!(leases_follow_store_and_expiry, |b: Backend| {
     }
     c.send(&ToDb::ClaimExpired {
         query: 4,
-        policy: p,
+        policy: p.clone(),
         limit: 100,
     });
     match c.recv() {
@@ -144,7 +144,7 @@ both!(leases_follow_store_and_expiry, |b: Backend| {
     let want: HashSet<Vec<u8>> = all[2..].iter().map(|f| f.path.0.clone()).collect();
     assert_eq!(got, want);
     // Claimed files are now this run's: a re-check says Todo, not Busy.
-    let v = c.check(5, p, all[2..].to_vec());
+    let v = c.check(5, p.clone(), all[2..].to_vec());
     assert!(v.iter().all(|v| *v == Verdict::Todo), "{v:?}");
     c.close().unwrap();
 });
@@ -178,7 +178,10 @@ both!(claims_stay_under_the_runs_roots, |b: Backend| {
     let mut dead = Client::start(&b, WriterOptions::default());
     let dead_run = dead.start_run_in(&["/music", "/music2"]);
     let held = keys(&["/music/a.flac", "/music/sub/b.flac", "/music2/c.flac"]);
-    assert!(dead.check(1, p, held).iter().all(|v| *v == Verdict::Todo));
+    assert!(dead
+        .check(1, p.clone(), held)
+        .iter()
+        .all(|v| *v == Verdict::Todo));
     drop(dead);
     b.exec(&format!(
         "UPDATE leases SET expires_at = 0 WHERE run_id = {dead_run}"
@@ -187,7 +190,7 @@ both!(claims_stay_under_the_runs_roots, |b: Backend| {
     let mut other = Client::start(&b, WriterOptions::default());
     other.start_run_in(&["/podcasts"]);
     assert_eq!(
-        other.check(1, p, keys(&["/podcasts/x.ogg"])),
+        other.check(1, p.clone(), keys(&["/podcasts/x.ogg"])),
         [Verdict::Todo]
     );
 
@@ -229,7 +232,7 @@ fn pg_check_racing_the_holders_commit_sees_the_file_done() {
     });
     a.flush(1);
     // The file changed: run A leases it again.
-    assert_eq!(a.check(1, p, vec![new.clone()]), [Verdict::Todo]);
+    assert_eq!(a.check(1, p.clone(), vec![new.clone()]), [Verdict::Todo]);
 
     // Run A's store of the new version, held open: the row updated, the lease deleted.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -255,7 +258,7 @@ fn pg_check_racing_the_holders_commit_sees_the_file_done() {
     let mut c = Client::start(&b, WriterOptions::default());
     c.start_run();
     let checker = std::thread::spawn(move || {
-        let v = c.check(1, p, vec![new]);
+        let v = c.check(1, p.clone(), vec![new]);
         (c, v)
     });
     // Wait until the check blocks on the open transaction, then commit it.

@@ -22,7 +22,10 @@ both!(migrations_are_idempotent, |b: Backend| {
     trackmill_dbwriter::check(&url).unwrap();
     let c = Client::start(&b, WriterOptions::default());
     c.close().unwrap();
-    assert_eq!(b.scalar("SELECT COUNT(*) FROM schema_migrations"), 1);
+    assert_eq!(
+        b.scalar("SELECT COUNT(*) FROM schema_migrations"),
+        trackmill_dbwriter::SCHEMA_VERSION
+    );
     assert_eq!(
         b.scalar("SELECT MAX(version) FROM schema_migrations"),
         trackmill_dbwriter::SCHEMA_VERSION
@@ -127,6 +130,47 @@ both!(check_verdicts, |b: Backend| {
     );
     c.close().unwrap();
 });
+
+both!(
+    a_file_stored_without_a_model_the_run_has_is_analysed_again,
+    |b: Backend| {
+        let mut c = Client::start(&b, opts(256, 200));
+        let run = c.start_run();
+        let with = key(b"/music/with-model.flac", 1000, 5_000);
+        let dsp = key(b"/music/dsp-only.flac", 1000, 5_000);
+        let mut dsp_only = analysed(run, dsp.clone(), 2);
+        if let RecordOutcome::Analysed(a) = &mut dsp_only.outcome {
+            a.models.clear();
+            a.embeddings.truncate(1);
+        }
+        c.send(&ToDb::Store {
+            seq: 1,
+            record: Box::new(analysed(run, with.clone(), 1)),
+        });
+        c.send(&ToDb::Store {
+            seq: 2,
+            record: Box::new(dsp_only),
+        });
+        c.flush(1);
+        let files = vec![with, dsp];
+        let with_models = |names: &[&str]| CheckPolicy {
+            models: names.iter().map(|n| CleanText::new(n)).collect(),
+            ..policy(ANALYZER_VERSION, false)
+        };
+        use Verdict::*;
+        // A DSP-only run redoes nothing: it would only lose the model results.
+        assert_eq!(c.check(1, with_models(&[]), files.clone()), [Done, Done]);
+        assert_eq!(
+            c.check(2, with_models(&["basic-pitch"]), files.clone()),
+            [Done, Todo]
+        );
+        assert_eq!(
+            c.check(3, with_models(&["basic-pitch", "mood"]), files),
+            [Todo, Todo]
+        );
+        c.close().unwrap();
+    }
+);
 
 both!(
     resent_records_after_restart_make_no_duplicates,

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use trackmill_types::{CheckPolicy, FileKey, ToDb};
 
+/// The most control messages that can wait for an answer at once (see `DbClient::control`).
+pub const MAX_CONTROL: usize = 5;
+
 pub struct DbClient {
     spec: ChildSpec,
     pub gen: u64,
@@ -20,7 +23,10 @@ pub struct DbClient {
     /// The outstanding skip-check's files, to match its verdicts (the message is in `control`).
     pub check: Option<(u64, Vec<FileKey>)>,
     pub claim: Option<u64>,
-    /// Control messages (run start/end, flush) not yet answered, re-sent after a restart.
+    /// Control messages (run start/end, flush, the check, the claim) not yet answered, re-sent
+    /// after a restart. At most [`MAX_CONTROL`]: one `StartRun`, the one outstanding `Check`
+    /// (`check`), the one outstanding `ClaimExpired` (`claim`), and the run's `EndRun` and
+    /// `Flush`, sent once when it finishes.
     pub control: Vec<ToDb>,
     next_query: u64,
     pub restarts: u64,
@@ -92,6 +98,15 @@ impl DbClient {
         }
     }
 
+    fn push_control(&mut self, m: ToDb) {
+        self.control.push(m);
+        debug_assert!(
+            self.control.len() <= MAX_CONTROL,
+            "control messages waiting: {:?}",
+            self.control
+        );
+    }
+
     fn raw_send(&mut self, m: ToDb) {
         if let (true, Some(tx)) = (self.ready, &self.tx) {
             let _ = tx.send(m);
@@ -100,7 +115,7 @@ impl DbClient {
 
     /// Sends a control message that must be answered (kept until it is).
     pub fn send_control(&mut self, m: ToDb) {
-        self.control.push(m.clone());
+        self.push_control(m.clone());
         self.raw_send(m);
     }
 
@@ -127,12 +142,7 @@ impl DbClient {
         let query = self.next_query;
         self.next_query += 1;
         self.check = Some((query, files.clone()));
-        self.control.push(ToDb::Check {
-            query,
-            policy,
-            files: files.clone(),
-        });
-        self.raw_send(ToDb::Check {
+        self.send_control(ToDb::Check {
             query,
             policy,
             files,

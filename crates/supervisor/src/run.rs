@@ -49,6 +49,9 @@ pub struct SpawnSpec {
     pub db_env: Vec<(OsString, OsString)>,
     /// GPU workers are capped with RLIMIT_DATA instead of RLIMIT_AS.
     pub gpu: bool,
+    /// The models `worker_args` load (empty: DSP-only). Stored files analysed without one of
+    /// them are analysed again.
+    pub models: Vec<String>,
 }
 
 /// `serve`: what the long-running mode adds to a scan.
@@ -187,6 +190,12 @@ async fn run(
         policy: CheckPolicy {
             retry_failed: opts.retry_failed,
             analyzer_version: ANALYZER_VERSION,
+            models: opts
+                .spawn
+                .models
+                .iter()
+                .map(|m| CleanText::new(m))
+                .collect(),
         },
         spawn: opts.spawn.clone(),
         events_tx: events_tx.clone(),
@@ -414,7 +423,7 @@ impl Supervisor {
         match msg {
             Some(ScanMsg::Batch(files)) => {
                 self.summary.files_seen += files.len() as u64;
-                self.db.send_check(self.policy, files);
+                self.db.send_check(self.policy.clone(), files);
             }
             Some(ScanMsg::Error(e)) => {
                 self.summary.scan_errors += 1;
@@ -1021,7 +1030,7 @@ impl Supervisor {
         }
         if Instant::now() >= self.claim_not_before {
             self.db
-                .send_claim(self.policy, self.cfg.queue_depth() as u32);
+                .send_claim(self.policy.clone(), self.cfg.queue_depth() as u32);
         }
     }
 

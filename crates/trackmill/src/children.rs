@@ -50,13 +50,14 @@ pub fn spawn_spec(
         cfg.database.lease_ttl.as_secs().max(1).to_string().into(),
     ];
     let worker_env = worker_env();
-    let worker_args = crate::models::worker_args(cfg, config_file, &exe, &worker_env);
+    let worker = crate::models::worker_args(cfg, config_file, &exe, &worker_env);
     Ok(SpawnSpec {
         exe,
-        worker_args,
+        worker_args: worker.args,
         worker_env,
         db_args,
         db_env: vec![(crate::DB_URL_ENV.into(), url_text.into())],
         gpu: cfg.analysis.gpu,
+        models: worker.models,
     })
 }

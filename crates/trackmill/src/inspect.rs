@@ -86,7 +86,7 @@ pub fn run(a: InspectArgs) -> ExitCode {
         }
     };
     let env = crate::children::worker_env();
-    let mut args = models::worker_args(&cfg, a.config.as_deref(), &exe, &env);
+    let mut args = models::worker_args(&cfg, a.config.as_deref(), &exe, &env).args;
     args.push("--recycle-after".into());
     args.push("1".into());
     let spec = ChildSpec::worker(exe, args, env, cfg.workers.memory_limit, cfg.analysis.gpu);

@@ -188,16 +188,25 @@ fn probe(spec: &ChildSpec) -> Result<Value, String> {
     })
 }
 
-/// Checks the models, says once how the scan will analyse, and returns the worker's arguments:
-/// `worker` with the models when they load, DSP-only otherwise.
+/// How the workers will analyse: their command line, and the models it loads.
+pub struct WorkerCommand {
+    /// `worker` and, when the models load, the arguments that load them.
+    pub args: Vec<OsString>,
+    /// The models the workers run; empty for DSP-only analysis.
+    pub models: Vec<String>,
+}
+
+/// Checks the models, says once how the scan will analyse, and returns the worker's command:
+/// with the models when they load, DSP-only otherwise.
 pub fn worker_args(
     cfg: &Config,
     config_file: Option<&Path>,
     exe: &Path,
     env: &[(OsString, OsString)],
-) -> Vec<OsString> {
+) -> WorkerCommand {
     let mc = model_config(cfg, config_file);
     let mut args: Vec<OsString> = vec!["worker".into()];
+    let mut models = Vec::new();
     match check(&mc, exe, env, cfg.workers.memory_limit) {
         ModelCheck::Off => tracing::info!("no models configured: DSP-only analysis"),
         ModelCheck::Unusable(why) => tracing::warn!(
@@ -221,9 +230,10 @@ pub fn worker_args(
                 runtime.unwrap_or("?")
             );
             args.extend(model_args(&mc, runtime));
+            models.clone_from(&mc.enabled);
         }
     }
-    args
+    WorkerCommand { args, models }
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub struct TrackAnalysis {
     pub features: Option<Features>,
     /// Float vectors for similarity, one per model (the DSP fingerprint is `trackmill-dsp-v1`).
     pub embeddings: Vec<Embedding>,
+    /// Names of the models that ran on this file (empty for a DSP-only analysis); stored with the
+    /// track so that a later run with more models knows the file still needs them.
+    pub models: Vec<CleanText>,
     /// Notes for the operator (e.g. "partial: decode error at 12.3 s"), sanitized.
     pub notes: Vec<CleanText>,
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below. A child that reports another version
 /// is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Which hidden subcommand a child runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,11 +134,15 @@ pub struct RunCounts {
 }
 
 /// What the DB writer should consider "done" when answering a check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckPolicy {
     /// Re-analyse files stored as failed or quarantined.
     pub retry_failed: bool,
     pub analyzer_version: u32,
+    /// The models this run's workers run (empty: DSP-only). A file analysed without one of them
+    /// (say, while the runtime was missing) is analysed again; a DSP-only run re-analyses nothing
+    /// that has model results.
+    pub models: Vec<CleanText>,
 }
 
 /// The DB writer's answer for one file of a `Check`.

@@ -151,5 +151,6 @@ fn analyse_one(
         refine_key(features, profile);
     }
     a.analysis.embeddings.extend(out.embeddings);
+    a.analysis.models = set.model_names().into_iter().map(CleanText::new).collect();
     Ok(a)
 }

@@ -10,7 +10,7 @@ use trackmill_dbwriter::{DbError, DbUrl, WriterOptions};
 use trackmill_types::frame::{read_frame, write_frame, MAX_FRAME};
 use trackmill_types::*;
 
-pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub use trackmill_e2e::pgserver::PG_BASE;
 
 pub enum Backend {
     Sqlite(tempfile::TempDir),
@@ -101,25 +101,7 @@ fn nanos() -> u128 {
 
 /// Runs `sql` (simple protocol) on a fresh connection; returns every row's text values.
 pub fn pg_rows(sql: &str) -> Vec<Vec<Option<String>>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(PG_BASE, tokio_postgres::NoTls)
-            .await
-            .expect("postgres at 127.0.0.1:5432");
-        tokio::spawn(conn);
-        let msgs = client.simple_query(sql).await.expect("sql");
-        msgs.into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-                }
-                _ => None,
-            })
-            .collect()
-    })
+    trackmill_e2e::pgserver::pg_rows(sql).expect("sql on postgres at 127.0.0.1:5432")
 }
 
 /// The supervisor's end of one writer.
@@ -232,6 +214,7 @@ pub fn policy(version: u32, retry_failed: bool) -> CheckPolicy {
     CheckPolicy {
         retry_failed,
         analyzer_version: version,
+        models: Vec::new(),
     }
 }
 
@@ -261,75 +244,10 @@ pub fn stats() -> FileStats {
 
 /// A realistic analysed record: tags, features, two embeddings.
 pub fn analysed(run_id: i64, k: FileKey, i: u64) -> Record {
-    let tags = Tags {
-        title: Some(CleanText::new(&format!("Track {i}"))),
-        artists: vec![
-            CleanText::new(&format!("Artist {}", i % 50)),
-            CleanText::new("Guest Singer"),
-        ],
-        album: Some(CleanText::new(&format!("Album {}", i % 200))),
-        album_artist: Some(CleanText::new(&format!("Artist {}", i % 50))),
-        genres: vec![CleanText::new("Rock"), CleanText::new("Indie")],
-        year: Some(1990 + (i % 30) as i32),
-        track_number: Some((i % 12) as u32 + 1),
-        track_total: Some(12),
-        disc_number: Some(1),
-        disc_total: Some(1),
-        musicbrainz_recording_id: Some(CleanText::new("1f0e4c3a-2b5d-4e8f-9a7b-6c5d4e3f2a1b")),
-        picture_count: 1,
-        picture_bytes: 80_000,
-        ..Tags::default()
-    };
-    let features = Features {
-        integrated_lufs: -9.5,
-        loudness_range_lu: 6.1,
-        true_peak_dbtp: -0.3,
-        replaygain_track_gain_db: -8.5,
-        replaygain_track_peak: 0.98,
-        bpm: 120.0 + (i % 40) as f32,
-        onset_rate: 3.2,
-        spectral_centroid_hz: Stat {
-            mean: 2100.0,
-            std: 400.0,
-        },
-        chroma: [1.0 / 12.0; 12],
-        key: (i % 12) as u8,
-        mode: CleanText::new("minor"),
-        key_strength: 0.71,
-        silence_ratio: 0.02,
-        ..Features::default()
-    };
-    let analysis = TrackAnalysis {
-        analyzer_version: ANALYZER_VERSION,
-        partial: false,
-        audio: AudioProps {
-            container: CleanText::new("flac"),
-            codec: CleanText::new("flac"),
-            sample_rate: 44_100,
-            channels: 2,
-            bits_per_sample: Some(16),
-            duration_s: Some(215.3),
-            decoded_s: 215.3,
-            bitrate_kbps: Some(900),
-        },
-        tags,
-        features: Some(features),
-        embeddings: vec![
-            Embedding {
-                model: CleanText::new("trackmill-dsp-v1"),
-                values: (0..32).map(|j| (i + j) as f32 / 100.0).collect(),
-            },
-            Embedding {
-                model: CleanText::new("basic-pitch"),
-                values: (0..88).map(|j| j as f32 * 0.5).collect(),
-            },
-        ],
-        notes: vec![],
-    };
     Record {
         run_id,
         key: k,
-        outcome: RecordOutcome::Analysed(Box::new(analysis)),
+        outcome: RecordOutcome::Analysed(Box::new(trackmill_e2e::records::sample_analysis(i))),
         stats: stats(),
         attempts: vec![],
     }
