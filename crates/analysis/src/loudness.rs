@@ -25,7 +25,6 @@ pub struct Loudness {
 pub struct LoudnessMeter {
     meter: R128,
     true_peak: TruePeakMeter,
-    sample_peak: f32,
     channels: usize,
 }
 
@@ -38,7 +37,6 @@ impl LoudnessMeter {
         Ok(LoudnessMeter {
             meter: R128::new(channels, rate),
             true_peak: TruePeakMeter::new(channels, rate),
-            sample_peak: 0.0,
             channels,
         })
     }
@@ -47,9 +45,6 @@ impl LoudnessMeter {
     pub fn add(&mut self, planes: &[&[f32]]) {
         if planes.len() != self.channels {
             return;
-        }
-        for p in planes {
-            self.sample_peak = p.iter().fold(self.sample_peak, |m, &s| m.max(s.abs()));
         }
         self.true_peak.add(planes);
         self.meter.add(planes);
@@ -67,7 +62,7 @@ impl LoudnessMeter {
             .filter(|v| v.is_finite())
             .unwrap_or(0.0)
             .max(0.0);
-        let sample_peak = f64::from(self.sample_peak);
+        let sample_peak = f64::from(self.true_peak.sample_peak());
         let true_peak = f64::from(self.true_peak.peak()).max(sample_peak);
         Loudness {
             integrated_lufs: integrated as f32,

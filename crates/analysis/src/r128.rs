@@ -208,7 +208,9 @@ fn filter_energy(b: &[f64; 5], a: &[f64; 5], state: &mut [f64; 5], x: &[f32]) ->
     let [_, mut s1, mut s2, mut s3, mut s4] = *state;
     let mut energy = 0.0;
     for &v in x {
-        let s0 = (f64::from(v) - a[1] * s1 - a[2] * s2) - (a[3] * s3 + a[4] * s4);
+        // The term of the previous output last: the recurrence then waits on one multiply and
+        // one subtraction per sample, not on a chain of three subtractions.
+        let s0 = (f64::from(v) - a[2] * s2 - (a[3] * s3 + a[4] * s4)) - a[1] * s1;
         let y = (b[0] * s0 + b[1] * s1 + b[2] * s2) + (b[3] * s3 + b[4] * s4);
         energy += y * y;
         s4 = s3;
@@ -238,8 +240,9 @@ fn filter_energy_pair(
     let [_, mut b1, mut b2, mut b3, mut b4] = *sb;
     let (mut ea, mut eb) = (0.0, 0.0);
     for (&va, &vb) in x[0].iter().zip(x[1]) {
-        let a0 = (f64::from(va) - a[1] * a1 - a[2] * a2) - (a[3] * a3 + a[4] * a4);
-        let b0 = (f64::from(vb) - a[1] * b1 - a[2] * b2) - (a[3] * b3 + a[4] * b4);
+        // As in `filter_energy`: the previous output's term last, off the long chain.
+        let a0 = (f64::from(va) - a[2] * a2 - (a[3] * a3 + a[4] * a4)) - a[1] * a1;
+        let b0 = (f64::from(vb) - a[2] * b2 - (a[3] * b3 + a[4] * b4)) - a[1] * b1;
         let ya = (b[0] * a0 + b[1] * a1 + b[2] * a2) + (b[3] * a3 + b[4] * a4);
         let yb = (b[0] * b0 + b[1] * b1 + b[2] * b2) + (b[3] * b3 + b[4] * b4);
         ea += ya * ya;

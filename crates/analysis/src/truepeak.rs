@@ -20,6 +20,8 @@ pub struct TruePeakMeter {
     /// Per channel: the last `active - 1` samples (oldest first), then room for a block.
     work: Vec<Vec<f32>>,
     peaks: Vec<f32>,
+    /// Largest |sample| seen on any channel (the sample peak, without oversampling).
+    sample_peak: f32,
 }
 
 impl TruePeakMeter {
@@ -61,6 +63,7 @@ impl TruePeakMeter {
             gain,
             work: vec![vec![0.0; active - 1]; channels],
             peaks: vec![0.0; channels],
+            sample_peak: 0.0,
         }
     }
 
@@ -79,14 +82,12 @@ impl TruePeakMeter {
         work.truncate(hist);
         work.extend_from_slice(block);
         let peak = &mut self.peaks[c];
-        let max_in = work.iter().fold(0.0f32, |m, &s| m.max(s.abs()));
-        if self.factor == 1 || max_in * self.gain <= *peak {
-            *peak = peak.max(block.iter().fold(0.0f32, |m, &s| m.max(s.abs())));
-        } else {
-            let block_max = block.iter().fold(0.0f32, |m, &s| m.max(s.abs()));
-            *peak = peak
-                .max(block_max)
-                .max(upsampled_peak(work, hist, &self.phases));
+        let block_max = abs_max(block);
+        self.sample_peak = self.sample_peak.max(block_max);
+        let max_in = block_max.max(abs_max(&work[..hist]));
+        *peak = peak.max(block_max);
+        if self.factor > 1 && max_in * self.gain > *peak {
+            *peak = peak.max(upsampled_peak(work, hist, &self.phases));
         }
         let keep = work.len() - hist;
         work.drain(..keep);
@@ -96,6 +97,34 @@ impl TruePeakMeter {
     pub fn peak(&self) -> f32 {
         self.peaks.iter().fold(0.0f32, |m, &p| m.max(p))
     }
+
+    /// Highest |sample| over all channels, linear.
+    pub fn sample_peak(&self) -> f32 {
+        self.sample_peak
+    }
+}
+
+/// Largest |x| (NaN ignored, as `f32::max` does), eight lanes at a time: a comparison the
+/// compiler turns into vector max instructions, where a fold over `f32::max` stays scalar.
+fn abs_max(xs: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let bigger = |m: f32, x: f32| {
+        let a = x.abs();
+        if a > m {
+            a
+        } else {
+            m
+        }
+    };
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = bigger(*l, x);
+        }
+    }
+    let rest = chunks.remainder().iter().fold(0.0f32, |m, &x| bigger(m, x));
+    lanes.iter().fold(rest, |m, &l| bigger(m, l))
 }
 
 /// Largest |value| of the interpolated phases for the samples `work[from..]` (the `from`
@@ -105,6 +134,8 @@ fn upsampled_peak(work: &[f32], from: usize, phases: &[Vec<f32>]) -> f32 {
     const LANES: usize = 8;
     let n_out = work.len() - from;
     let mut peak = 0.0f32;
+    // Per lane, so that the maximum stays a vector operation too (see `abs_max`).
+    let mut lane_peak = [0.0f32; LANES];
     for h in phases {
         let mut i = 0;
         while i + LANES <= n_out {
@@ -115,8 +146,9 @@ fn upsampled_peak(work: &[f32], from: usize, phases: &[Vec<f32>]) -> f32 {
                     *a += c * x;
                 }
             }
-            for a in acc {
-                peak = peak.max(a.abs());
+            for (p, a) in lane_peak.iter_mut().zip(acc) {
+                let v = a.abs();
+                *p = if v > *p { v } else { *p };
             }
             i += LANES;
         }
@@ -129,7 +161,7 @@ fn upsampled_peak(work: &[f32], from: usize, phases: &[Vec<f32>]) -> f32 {
             peak = peak.max(a.abs());
         }
     }
-    peak
+    lane_peak.iter().fold(peak, |m, &p| m.max(p))
 }
 
 #[cfg(test)]
@@ -158,6 +190,24 @@ mod tests {
             (got - reference).abs() < 1e-4,
             "{rate} Hz: ours {got}, ebur128 {reference}"
         );
+    }
+
+    #[test]
+    fn abs_max_is_the_max_of_absolute_values_ignoring_nan() {
+        let mut x = 987u32;
+        for len in [0usize, 1, 7, 8, 9, 63, 256, 1000] {
+            let mut v: Vec<f32> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    ((x >> 8) as f32 / (1 << 24) as f32) - 0.5
+                })
+                .collect();
+            if len > 3 {
+                v[len / 2] = f32::NAN;
+            }
+            let want = v.iter().fold(0.0f32, |m, &s| m.max(s.abs()));
+            assert_eq!(abs_max(&v), want, "length {len}");
+        }
     }
 
     #[test]
