@@ -71,21 +71,34 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R, max: usize) -> Result
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < 4 {
-        match r.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Err(FrameError::Closed),
-            Ok(0) => return Err(FrameError::Truncated(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FrameError::Io(e)),
-        }
+        header_read(r.read(&mut header[got..]), &mut got)?;
     }
     let len = payload_len(header, max)?;
     let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).map_err(|e| match e.kind() {
+    r.read_exact(&mut payload).map_err(payload_error)?;
+    decode(&payload)
+}
+
+/// Accounts for one read of the 4-byte header: the bytes it got, or why the frame cannot come.
+fn header_read(read: io::Result<usize>, got: &mut usize) -> Result<(), FrameError> {
+    match read {
+        Ok(0) if *got == 0 => Err(FrameError::Closed),
+        Ok(0) => Err(FrameError::Truncated(io::ErrorKind::UnexpectedEof.into())),
+        Ok(n) => {
+            *got += n;
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(FrameError::Io(e)),
+    }
+}
+
+/// A payload that ended early is truncated; any other failure is I/O.
+fn payload_error(e: io::Error) -> FrameError {
+    match e.kind() {
         io::ErrorKind::UnexpectedEof => FrameError::Truncated(e),
         _ => FrameError::Io(e),
-    })?;
-    decode(&payload)
+    }
 }
 
 #[cfg(feature = "tokio")]
@@ -112,22 +125,11 @@ mod async_io {
         let mut header = [0u8; 4];
         let mut got = 0;
         while got < 4 {
-            match r.read(&mut header[got..]).await {
-                Ok(0) if got == 0 => return Err(FrameError::Closed),
-                Ok(0) => return Err(FrameError::Truncated(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FrameError::Io(e)),
-            }
+            header_read(r.read(&mut header[got..]).await, &mut got)?;
         }
         let len = payload_len(header, max)?;
         let mut payload = vec![0u8; len];
-        r.read_exact(&mut payload)
-            .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => FrameError::Truncated(e),
-                _ => FrameError::Io(e),
-            })?;
+        r.read_exact(&mut payload).await.map_err(payload_error)?;
         decode(&payload)
     }
 }
