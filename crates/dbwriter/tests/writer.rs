@@ -32,6 +32,51 @@ both!(migrations_are_idempotent, |b: Backend| {
     );
 });
 
+both!(
+    a_version_1_database_is_upgraded_and_keeps_its_rows,
+    |b: Backend| {
+        let mut c = Client::start(&b, opts(256, 200));
+        let run = c.start_run();
+        let k = key(b"/music/old.flac", 1000, 5_000);
+        c.send(&ToDb::Store {
+            seq: 1,
+            record: Box::new(analysed(run, k.clone(), 1)),
+        });
+        c.flush(1);
+        c.close().unwrap();
+        // What a version 1 database looks like: no models column, one migration recorded.
+        b.exec(
+            "ALTER TABLE tracks DROP COLUMN models; \
+             DELETE FROM schema_migrations WHERE version > 1;",
+        );
+
+        // The writer connects (and migrates) before it opens the run.
+        let mut c = Client::start(&b, opts(256, 200));
+        c.start_run();
+        assert_eq!(
+            b.scalar("SELECT MAX(version) FROM schema_migrations"),
+            trackmill_dbwriter::SCHEMA_VERSION
+        );
+        assert_eq!(b.scalar("SELECT COUNT(*) FROM tracks"), 1);
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM tracks WHERE models IS NULL"),
+            1
+        );
+        // Stored before models were recorded: done for a DSP-only run, redone for one with models.
+        let models = CheckPolicy {
+            models: vec![CleanText::new("basic-pitch")],
+            ..policy(ANALYZER_VERSION, false)
+        };
+        use Verdict::*;
+        assert_eq!(
+            c.check(1, policy(ANALYZER_VERSION, false), vec![k.clone()]),
+            [Done]
+        );
+        assert_eq!(c.check(2, models, vec![k]), [Todo]);
+        c.close().unwrap();
+    }
+);
+
 both!(ack_arrives_only_after_commit, |b: Backend| {
     // A batch of 3 commits by size; the timer alone would wait 10 minutes.
     let mut c = Client::start(&b, opts(3, 600_000));
