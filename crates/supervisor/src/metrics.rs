@@ -82,74 +82,88 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A family of one unlabelled gauge.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A family with one sample per value of `label`.
+fn labelled<L: std::fmt::Display, V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) {
+    family(out, name, kind, help);
+    for (l, v) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {v}");
+    }
+}
+
 /// The Prometheus text exposition of a status snapshot.
 pub fn render(s: &ServiceStatus) -> String {
     let mut o = String::new();
     let t = &s.totals;
-    family(
+    let failed: u64 = t.failed.iter().map(|(_, n)| n).sum();
+    labelled(
         &mut o,
         "trackmill_files_total",
         "counter",
         "Files settled since the service started, by outcome.",
+        "outcome",
+        [
+            ("analyzed", t.analyzed),
+            ("unchanged", t.skipped_unchanged),
+            ("failed", failed),
+            ("quarantined", t.quarantined),
+        ],
     );
-    let failed: u64 = t.failed.iter().map(|(_, n)| n).sum();
-    for (outcome, n) in [
-        ("analyzed", t.analyzed),
-        ("unchanged", t.skipped_unchanged),
-        ("failed", failed),
-        ("quarantined", t.quarantined),
-    ] {
-        let _ = writeln!(o, "trackmill_files_total{{outcome=\"{outcome}\"}} {n}");
-    }
-    family(
+    labelled(
         &mut o,
         "trackmill_files_failed_total",
         "counter",
         "Files stored as failed, by failure class.",
+        "class",
+        t.failed.iter().map(|(c, n)| (c, n)),
     );
-    for (class, n) in &t.failed {
-        let _ = writeln!(o, "trackmill_files_failed_total{{class=\"{class}\"}} {n}");
-    }
-    family(
+    labelled(
         &mut o,
         "trackmill_worker_exits_total",
         "counter",
         "Worker process exits, by cause.",
+        "cause",
+        t.worker_exits.iter().map(|(c, n)| (c, n)),
     );
-    for (cause, n) in &t.worker_exits {
-        let _ = writeln!(o, "trackmill_worker_exits_total{{cause=\"{cause}\"}} {n}");
-    }
-    family(
+    gauge(
         &mut o,
         "trackmill_queue_depth",
-        "gauge",
         "Checked files waiting for a worker.",
+        s.queue_ready,
     );
-    let _ = writeln!(o, "trackmill_queue_depth {}", s.queue_ready);
-    family(
+    gauge(
         &mut o,
         "trackmill_retry_queue_depth",
-        "gauge",
         "Files waiting for a retry.",
+        s.queue_retries,
     );
-    let _ = writeln!(o, "trackmill_retry_queue_depth {}", s.queue_retries);
-    family(
+    gauge(
         &mut o,
         "trackmill_workers_target",
-        "gauge",
         "Worker processes wanted.",
+        s.target_workers,
     );
-    let _ = writeln!(o, "trackmill_workers_target {}", s.target_workers);
-    family(
+    labelled(
         &mut o,
         "trackmill_workers",
         "gauge",
         "Worker slots by state.",
+        "state",
+        ["starting", "idle", "busy", "stopping", "empty"]
+            .map(|state| (state, s.workers.iter().filter(|w| w.state == state).count())),
     );
-    for state in ["starting", "idle", "busy", "stopping", "empty"] {
-        let n = s.workers.iter().filter(|w| w.state == state).count();
-        let _ = writeln!(o, "trackmill_workers{{state=\"{state}\"}} {n}");
-    }
     family(
         &mut o,
         "trackmill_worker_rss_bytes",
@@ -163,27 +177,24 @@ pub fn render(s: &ServiceStatus) -> String {
             w.id, w.pid, w.rss_bytes
         );
     }
-    family(
+    gauge(
         &mut o,
         "trackmill_db_unacked",
-        "gauge",
         "Results sent to the DB writer and not yet committed.",
+        s.db_writer.unacked,
     );
-    let _ = writeln!(o, "trackmill_db_unacked {}", s.db_writer.unacked);
-    family(
+    gauge(
         &mut o,
         "trackmill_memory_used_ratio",
-        "gauge",
         "Share of the host's RAM in use.",
+        s.memory.used_share,
     );
-    let _ = writeln!(o, "trackmill_memory_used_ratio {}", s.memory.used_share);
-    family(
+    gauge(
         &mut o,
         "trackmill_degraded",
-        "gauge",
         "1 while worker deaths exceed the restart intensity.",
+        u8::from(s.degraded),
     );
-    let _ = writeln!(o, "trackmill_degraded {}", u8::from(s.degraded));
     let h = &s.analysis_seconds;
     family(
         &mut o,
