@@ -139,9 +139,15 @@ struct ScanArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Children log plainly to the stderr the supervisor reads; every command a person runs logs
+    // as the options say.
+    if matches!(cli.cmd, Cmd::Worker(_) | Cmd::DbWriter { .. }) {
+        logging::init_child();
+    } else {
+        logging::init(cli.verbose, &cli.log_format);
+    }
     match cli.cmd {
         Cmd::Worker(args) => {
-            logging::init_child();
             std::process::exit(worker_cmd::run(args));
         }
         Cmd::DbWriter {
@@ -150,7 +156,6 @@ fn main() -> ExitCode {
             batch_ms,
             lease_ttl_s,
         } => {
-            logging::init_child();
             // SAFETY: as for the worker.
             let chan = unsafe { UnixStream::from_raw_fd(3) };
             let url = match DbUrl::parse(&db) {
@@ -173,30 +178,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Show { path, db, json } => {
-            logging::init(cli.verbose, &cli.log_format);
-            show(path, db, json)
-        }
-        Cmd::Scan(args) => {
-            logging::init(cli.verbose, &cli.log_format);
-            scan(args)
-        }
-        Cmd::Serve(args) => {
-            logging::init(cli.verbose, &cli.log_format);
-            serve::serve(args)
-        }
-        Cmd::Ctl(cmd) => {
-            logging::init(cli.verbose, &cli.log_format);
-            ctl::run(cmd)
-        }
-        Cmd::Inspect(args) => {
-            logging::init(cli.verbose, &cli.log_format);
-            inspect::run(args)
-        }
-        Cmd::Doctor(args) => {
-            logging::init(cli.verbose, &cli.log_format);
-            doctor::run(args)
-        }
+        Cmd::Show { path, db, json } => show(path, db, json),
+        Cmd::Scan(args) => scan(args),
+        Cmd::Serve(args) => serve::serve(args),
+        Cmd::Ctl(cmd) => ctl::run(cmd),
+        Cmd::Inspect(args) => inspect::run(args),
+        Cmd::Doctor(args) => doctor::run(args),
     }
 }
 

@@ -56,11 +56,7 @@ impl Supervisor {
                 tracing::info!("retry requested for {n} path(s)");
                 ControlResponse::Done(format!(
                     "{n} path(s) will be analysed again{}",
-                    if self.pass_active {
-                        " after the current pass"
-                    } else {
-                        ""
-                    }
+                    self.when_retried()
                 ))
             }
             ControlCommand::RetryAllFailed => {
@@ -68,17 +64,22 @@ impl Supervisor {
                 tracing::info!("retry of every failed and quarantined file requested");
                 ControlResponse::Done(format!(
                     "failed and quarantined files will be analysed again{}",
-                    if self.pass_active {
-                        " after the current pass"
-                    } else {
-                        ""
-                    }
+                    self.when_retried()
                 ))
             }
         }
     }
 
     /// `trackmill kill`: the file in flight is requeued and not held against it (class killed).
+    /// When a retry requested now runs: at once, or after the pass that is running.
+    fn when_retried(&self) -> &'static str {
+        if self.pass_active {
+            " after the current pass"
+        } else {
+            ""
+        }
+    }
+
     fn kill_on_request(&mut self, worker: u32, signal: i32) -> ControlResponse {
         let ix = worker as usize;
         let sig = match Signal::try_from(signal) {
