@@ -11,6 +11,7 @@ use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use trackmill_types::panic_message;
 use trackmill_types::{
     AudioProps, CleanText, Embedding, Features, Stage, StageTimes, TrackAnalysis, ANALYZER_VERSION,
 };
@@ -108,16 +109,6 @@ fn guarded<T>(
             stage,
             format!("panic while reading the file: {}", panic_message(&*p)),
         )),
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
     }
 }
 

@@ -89,6 +89,10 @@ pub struct Workers {
     /// Time between SIGTERM and SIGKILL when a worker is stopped.
     #[serde(with = "dur")]
     pub kill_grace: Duration,
+    /// A worker that has not said hello this long after its start (its models load before the
+    /// hello) is stopped and counted as an unplanned death.
+    #[serde(with = "dur")]
+    pub hello_timeout: Duration,
     /// A worker exits after this many files (±10% jitter) to clear arenas and fragmentation.
     pub recycle_after: u32,
     /// Attempts that count against a file before it is quarantined.
@@ -111,6 +115,7 @@ impl Default for Workers {
             memory_limit: 1 << 30,
             job_timeout: Duration::from_secs(300),
             kill_grace: Duration::from_secs(5),
+            hello_timeout: Duration::from_secs(60),
             recycle_after: 200,
             max_attempts: 3,
             queue_depth: 0,
@@ -283,6 +288,9 @@ impl Config {
         }
         if self.workers.job_timeout.is_zero() {
             return bad("workers.job_timeout must be positive".into());
+        }
+        if self.workers.hello_timeout.is_zero() {
+            return bad("workers.hello_timeout must be positive".into());
         }
         if !(0.0..=1.0).contains(&self.memory.high) || !(0.0..=1.0).contains(&self.memory.critical)
         {

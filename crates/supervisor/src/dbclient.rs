@@ -1,39 +1,73 @@
-//! The supervisor's side of the DB writer: spawning and restarting it, and the bounded set of
-//! messages sent but not yet acknowledged, re-sent in order whenever a new writer says hello.
+//! The supervisor's side of the DB writer: spawning and restarting it, the bounded set of
+//! messages sent but not yet acknowledged (re-sent in order whenever a new writer says hello),
+//! and matching each reply to what was asked, so the loop only routes what a reply means.
 
-use crate::event::{attach, ChildMsg, Event, Who};
-use crate::spawn::{spawn_child, ChildSpec};
+use crate::event::{attach, Event};
+use crate::spawn::{signal_group, spawn_child, ChildSpec};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
-use trackmill_types::{CheckPolicy, FileKey, ToDb};
+use trackmill_types::{CheckPolicy, FileKey, FromDb, Role, ToDb, Verdict};
 
 /// The most control messages that can wait for an answer at once (see `DbClient::control`).
 pub const MAX_CONTROL: usize = 5;
 
+/// A writer that dies this many times in a row without committing anything cannot make
+/// progress (bad database, or data it refuses every time): the run fails.
+pub const MAX_FAILED_STARTS: u32 = 5;
+
+/// What a reply from the DB writer means for the loop.
+#[derive(Debug, PartialEq)]
+pub enum DbReply {
+    /// Nothing for the loop: an acknowledgement, a flush, an answer no longer waited for.
+    Nothing,
+    /// A new writer is up; `resent` messages went to it again.
+    Up {
+        pid: u32,
+        resent: usize,
+    },
+    /// The writer speaks another protocol: the run cannot go on.
+    Refused(String),
+    RunStarted(i64),
+    /// The verdicts of the outstanding skip-check, one per file (missing ones are `Todo`).
+    Checked(Vec<(FileKey, Verdict)>),
+    /// Files whose expired leases this run now holds, and how many other live runs still hold.
+    Claimed {
+        files: Vec<FileKey>,
+        still_leased: u64,
+    },
+    Error {
+        message: String,
+        retrying: bool,
+    },
+}
+
 pub struct DbClient {
     spec: ChildSpec,
-    pub gen: u64,
-    pub pid: u32,
+    gen: u64,
+    pid: u32,
     tx: Option<UnboundedSender<ToDb>>,
-    pub ready: bool,
+    ready: bool,
+    alive: bool,
     /// Store/Event messages by sequence number, until acknowledged.
-    pub unacked: BTreeMap<u64, ToDb>,
+    unacked: BTreeMap<u64, ToDb>,
     next_seq: u64,
     /// The outstanding skip-check's files, to match its verdicts (the message is in `control`).
-    pub check: Option<(u64, Vec<FileKey>)>,
-    pub claim: Option<u64>,
+    check: Option<(u64, Vec<FileKey>)>,
+    claim: Option<u64>,
     /// Control messages (run start/end, flush, the check, the claim) not yet answered, re-sent
     /// after a restart. At most [`MAX_CONTROL`]: one `StartRun`, the one outstanding `Check`
     /// (`check`), the one outstanding `ClaimExpired` (`claim`), and the run's `EndRun` and
     /// `Flush`, sent once when it finishes.
-    pub control: Vec<ToDb>,
+    control: Vec<ToDb>,
     next_query: u64,
-    pub restarts: u64,
-    /// Deaths without a hello in a row: the writer cannot start (bad database).
-    pub failed_starts: u32,
-    pub restart_at: Option<Instant>,
-    pub alive: bool,
+    run_id: Option<i64>,
+    restarts: u64,
+    /// Deaths in a row of writers that committed nothing (hello or not).
+    failed_starts: u32,
+    /// The current writer has committed something.
+    progressed: bool,
+    restart_at: Option<Instant>,
 }
 
 impl DbClient {
@@ -44,42 +78,164 @@ impl DbClient {
             pid: 0,
             tx: None,
             ready: false,
+            alive: false,
             unacked: BTreeMap::new(),
             next_seq: 1,
             check: None,
             claim: None,
             control: Vec::new(),
             next_query: 1,
+            run_id: None,
             restarts: 0,
             failed_starts: 0,
+            progressed: false,
             restart_at: None,
-            alive: false,
         }
+    }
+
+    pub fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Said hello and has everything outstanding.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
+    pub fn alive(&self) -> bool {
+        self.alive
+    }
+
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Restarts after the first start.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    pub fn failed_starts(&self) -> u32 {
+        self.failed_starts
+    }
+
+    pub fn checking(&self) -> bool {
+        self.check.is_some()
+    }
+
+    pub fn claiming(&self) -> bool {
+        self.claim.is_some()
+    }
+
+    /// Nothing waits for an answer: every control message answered, every result committed.
+    pub fn settled(&self) -> bool {
+        self.control.is_empty() && self.unacked.is_empty()
+    }
+
+    /// A restart is scheduled and not yet made.
+    pub fn restart_pending(&self) -> bool {
+        self.restart_at.is_some()
     }
 
     pub fn spawn(&mut self, events: &UnboundedSender<Event>) -> std::io::Result<()> {
         self.gen += 1;
+        let gen = self.gen;
         let spawned = spawn_child(&self.spec)?;
         self.pid = spawned.pid;
-        self.tx = Some(attach::<_, ToDb>(
-            spawned,
-            Who::DbWriter { gen: self.gen },
-            events.clone(),
-            ChildMsg::Db,
-        )?);
+        self.tx = Some(attach::<_, ToDb, _>(spawned, events.clone(), move |msg| {
+            Event::Db { gen, msg }
+        })?);
         self.ready = false;
         self.alive = true;
+        self.progressed = false;
         Ok(())
+    }
+
+    /// Starts the writer again once its backoff is over; a failed spawn counts as a death.
+    pub fn restart_if_due(&mut self, now: Instant, events: &UnboundedSender<Event>) {
+        if self.alive || self.restart_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.restart_at = None;
+        if let Err(e) = self.spawn(events) {
+            tracing::error!("cannot restart the DB writer: {e}");
+            self.on_exit(now);
+        }
+    }
+
+    /// Matches a reply to what was asked.
+    pub fn on_reply(&mut self, msg: FromDb) -> DbReply {
+        match msg {
+            FromDb::Hello(h) => {
+                if let Err(e) = h.check(Role::DbWriter) {
+                    return DbReply::Refused(e);
+                }
+                let resent = self.on_hello();
+                DbReply::Up { pid: h.pid, resent }
+            }
+            FromDb::RunStarted { run_id } => {
+                self.progressed = true;
+                self.answered(|m| matches!(m, ToDb::StartRun { .. }));
+                self.run_id = Some(run_id);
+                DbReply::RunStarted(run_id)
+            }
+            FromDb::CheckResult { query, verdicts } => {
+                let Some((q, files)) = self.check.take_if(|(q, _)| *q == query) else {
+                    return DbReply::Nothing;
+                };
+                self.answered(|m| matches!(m, ToDb::Check { query: x, .. } if *x == q));
+                let verdicts = verdicts.into_iter().chain(std::iter::repeat(Verdict::Todo));
+                DbReply::Checked(files.into_iter().zip(verdicts).collect())
+            }
+            FromDb::Claimed {
+                query,
+                files,
+                still_leased,
+            } => {
+                if self.claim != Some(query) {
+                    return DbReply::Nothing;
+                }
+                self.claim = None;
+                self.answered(|m| matches!(m, ToDb::ClaimExpired { query: x, .. } if *x == query));
+                DbReply::Claimed {
+                    files,
+                    still_leased,
+                }
+            }
+            FromDb::Acked { seqs } => {
+                self.progressed |= !seqs.is_empty();
+                for s in seqs {
+                    self.unacked.remove(&s);
+                }
+                DbReply::Nothing
+            }
+            FromDb::Flushed { token } => {
+                self.answered(|m| matches!(m, ToDb::Flush { token: t } if *t == token));
+                DbReply::Nothing
+            }
+            FromDb::RunEnded { run_id } => {
+                self.progressed = true;
+                self.answered(|m| matches!(m, ToDb::EndRun { run_id: r, .. } if *r == run_id));
+                DbReply::Nothing
+            }
+            FromDb::Error { message, retrying } => DbReply::Error {
+                message: message.as_str().to_string(),
+                retrying,
+            },
+        }
     }
 
     /// After a hello: everything not yet answered goes to the new writer, in order (a restarted
     /// writer first re-opens the run so the run's leases stay its own).
-    pub fn on_hello(&mut self, run_id: Option<i64>) {
+    fn on_hello(&mut self) -> usize {
         self.ready = true;
-        if let Some(run_id) = run_id {
+        if let Some(run_id) = self.run_id {
             self.raw_send(ToDb::ResumeRun { run_id });
         }
-        self.failed_starts = 0;
         let resend: Vec<ToDb> = self
             .control
             .iter()
@@ -93,9 +249,11 @@ impl DbClient {
                     .cloned(),
             )
             .collect();
+        let n = resend.len();
         for m in resend {
             self.raw_send(m);
         }
+        n
     }
 
     fn push_control(&mut self, m: ToDb) {
@@ -119,7 +277,7 @@ impl DbClient {
         self.raw_send(m);
     }
 
-    pub fn answered(&mut self, pred: impl Fn(&ToDb) -> bool) {
+    fn answered(&mut self, pred: impl Fn(&ToDb) -> bool) {
         self.control.retain(|m| !pred(m));
     }
 
@@ -130,12 +288,6 @@ impl DbClient {
         let m = build(seq);
         self.unacked.insert(seq, m.clone());
         self.raw_send(m);
-    }
-
-    pub fn ack(&mut self, seqs: &[u64]) {
-        for s in seqs {
-            self.unacked.remove(s);
-        }
     }
 
     pub fn send_check(&mut self, policy: CheckPolicy, files: Vec<FileKey>) {
@@ -165,15 +317,139 @@ impl DbClient {
         self.tx = None;
     }
 
-    pub fn on_exit(&mut self) {
+    /// Ends the writer at once (a bad frame from it, or the final flush took too long).
+    pub fn kill(&mut self) {
+        signal_group(self.pid, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// The writer was reaped: schedule its restart, backing off while writers keep dying
+    /// without committing anything.
+    pub fn on_exit(&mut self, now: Instant) {
         self.alive = false;
         self.tx = None;
-        if !self.ready {
+        if self.progressed {
+            self.failed_starts = 0;
+        } else {
             self.failed_starts += 1;
         }
         self.ready = false;
         self.restarts += 1;
         let delay = Duration::from_millis(200) * (1 << self.failed_starts.min(5));
-        self.restart_at = Some(Instant::now() + delay);
+        self.restart_at = Some(now + delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trackmill_types::{CleanText, Hello, PathBytes};
+
+    fn client() -> DbClient {
+        let spec = ChildSpec {
+            exe: "/bin/true".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            address_space_limit: 0,
+            data_limit: 0,
+        };
+        DbClient::new(spec)
+    }
+
+    fn key(n: u8) -> FileKey {
+        FileKey {
+            path: PathBytes(vec![b'/', b'a' + n]),
+            size: 1,
+            mtime_ns: 1,
+        }
+    }
+
+    fn policy() -> CheckPolicy {
+        CheckPolicy {
+            retry_failed: false,
+            analyzer_version: 1,
+            models: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_check_answer_is_matched_to_its_files_and_a_stale_one_ignored() {
+        let mut db = client();
+        db.send_check(policy(), vec![key(0), key(1)]);
+        assert!(db.checking());
+        let stale = db.on_reply(FromDb::CheckResult {
+            query: 99,
+            verdicts: vec![Verdict::Done],
+        });
+        assert_eq!(stale, DbReply::Nothing);
+        let r = db.on_reply(FromDb::CheckResult {
+            query: 1,
+            verdicts: vec![Verdict::Done],
+        });
+        assert_eq!(
+            r,
+            DbReply::Checked(vec![(key(0), Verdict::Done), (key(1), Verdict::Todo)])
+        );
+        assert!(!db.checking());
+        assert!(db.settled());
+    }
+
+    #[test]
+    fn unanswered_messages_are_resent_to_a_new_writer_in_order() {
+        let mut db = client();
+        db.send_control(ToDb::StartRun {
+            host: CleanText::new("h"),
+            pid: 1,
+            roots: Vec::new(),
+        });
+        db.send_acked(|seq| ToDb::Flush { token: seq });
+        db.send_check(policy(), vec![key(0)]);
+        let up = db.on_reply(FromDb::Hello(Hello::new(Role::DbWriter)));
+        assert_eq!(
+            up,
+            DbReply::Up {
+                pid: std::process::id(),
+                resent: 3
+            }
+        );
+        assert_eq!(
+            db.on_reply(FromDb::RunStarted { run_id: 4 }),
+            DbReply::RunStarted(4)
+        );
+        db.on_reply(FromDb::Acked { seqs: vec![1] });
+        assert_eq!(db.unacked(), 0);
+        assert!(db.checking());
+    }
+
+    #[test]
+    fn a_writer_of_another_protocol_is_refused() {
+        let mut db = client();
+        let hello = Hello {
+            protocol: 0,
+            ..Hello::new(Role::DbWriter)
+        };
+        assert!(matches!(
+            db.on_reply(FromDb::Hello(hello)),
+            DbReply::Refused(_)
+        ));
+        let worker = Hello::new(Role::Worker);
+        assert!(matches!(
+            db.on_reply(FromDb::Hello(worker)),
+            DbReply::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn writers_that_say_hello_but_commit_nothing_count_as_failed_starts() {
+        let mut db = client();
+        let t = Instant::now();
+        for n in 1..=MAX_FAILED_STARTS {
+            db.on_reply(FromDb::Hello(Hello::new(Role::DbWriter)));
+            db.on_exit(t);
+            assert_eq!(db.failed_starts(), n, "hello does not reset the count");
+        }
+        // A writer that commits something resets it.
+        db.on_reply(FromDb::Acked { seqs: vec![7] });
+        db.on_exit(t);
+        assert_eq!(db.failed_starts(), 0);
     }
 }

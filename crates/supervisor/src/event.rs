@@ -13,40 +13,37 @@ use tokio::sync::{mpsc, oneshot};
 use trackmill_types::frame::{read_frame_async, write_frame_async, FrameError, MAX_FRAME};
 use trackmill_types::{ControlCommand, ControlResponse, FromDb, FromWorker};
 
-/// Which child an event is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Who {
-    /// A worker slot and the generation of the process in it.
+/// What a child's tasks report: a frame, a broken channel, or its end (always the last).
+#[derive(Debug)]
+pub enum ChildMsg<M> {
+    Frame(M),
+    /// The channel broke: garbage frame, oversized frame or I/O error (not a clean close).
+    BadChannel(FrameError),
+    /// The child was reaped; every frame it sent was delivered before.
+    Exited(ChildExit),
+}
+
+/// How a child ended.
+#[derive(Debug)]
+pub struct ChildExit {
+    pub status: ExitStatus,
+    /// Its stderr showed an allocation failure.
+    pub oom_message: bool,
+    /// The last line it wrote to stderr.
+    pub last_stderr: String,
+}
+
+/// The closed set of events; one variant per source, each with its own payload.
+#[derive(Debug)]
+pub enum Event {
+    /// From the worker process of generation `gen` in slot `slot`.
     Worker {
         slot: usize,
         gen: u64,
+        msg: ChildMsg<FromWorker>,
     },
-    DbWriter {
-        gen: u64,
-    },
-}
-
-#[derive(Debug)]
-pub enum ChildMsg {
-    Worker(FromWorker),
-    Db(FromDb),
-    /// The channel broke: garbage frame, oversized frame or I/O error (not a clean close).
-    BadChannel(FrameError),
-}
-
-#[derive(Debug)]
-pub enum Event {
-    Child {
-        who: Who,
-        msg: ChildMsg,
-    },
-    /// The child was reaped. `oom_message` is true when its stderr showed an allocation failure.
-    Exited {
-        who: Who,
-        status: ExitStatus,
-        oom_message: bool,
-        last_stderr: String,
-    },
+    /// From the DB writer process of generation `gen`.
+    Db { gen: u64, msg: ChildMsg<FromDb> },
     /// `serve`: an operator's command from the control socket, answered through `reply`.
     Control {
         command: ControlCommand,
@@ -65,15 +62,16 @@ const OOM_MARKERS: [&str; 3] = [
 ];
 
 /// Starts the reader, stderr and reaper tasks of a child; returns the sender for frames to it.
-pub fn attach<In, Out>(
+/// `wrap` turns what the child's tasks report into the loop's event for that child.
+pub fn attach<In, Out, W>(
     spawned: Spawned,
-    who: Who,
     events: mpsc::UnboundedSender<Event>,
-    wrap: fn(In) -> ChildMsg,
+    wrap: W,
 ) -> std::io::Result<mpsc::UnboundedSender<Out>>
 where
     In: DeserializeOwned + Send + 'static,
     Out: Serialize + Send + Sync + 'static,
+    W: Fn(ChildMsg<In>) -> Event + Clone + Send + 'static,
 {
     let Spawned {
         mut child,
@@ -95,20 +93,18 @@ where
     });
 
     let ev = events.clone();
+    let wrap_frames = wrap.clone();
     let reader = tokio::spawn(async move {
         loop {
             match read_frame_async::<_, In>(&mut rd, MAX_FRAME).await {
                 Ok(m) => {
-                    if ev.send(Event::Child { who, msg: wrap(m) }).is_err() {
+                    if ev.send(wrap_frames(ChildMsg::Frame(m))).is_err() {
                         break;
                     }
                 }
                 Err(FrameError::Closed) => break,
                 Err(e) => {
-                    let _ = ev.send(Event::Child {
-                        who,
-                        msg: ChildMsg::BadChannel(e),
-                    });
+                    let _ = ev.send(wrap_frames(ChildMsg::BadChannel(e)));
                     break;
                 }
             }
@@ -163,12 +159,11 @@ where
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        let _ = events.send(Event::Exited {
-            who,
+        let _ = events.send(wrap(ChildMsg::Exited(ChildExit {
             status,
             oom_message,
             last_stderr,
-        });
+        })));
     });
     Ok(tx)
 }

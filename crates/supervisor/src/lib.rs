@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 mod dbclient;
 pub mod event;
+pub mod inspect;
 pub mod metrics;
 mod pool;
 mod pressure;
@@ -21,6 +22,6 @@ pub mod units;
 mod watch;
 
 pub use config::{Config, ConfigError};
-pub use pool::{classify, describe, exit_message, KillReason};
+pub use pool::describe;
 pub use run::{scan, serve, ScanOptions, ServeOptions, SpawnSpec};
 pub use summary::Summary;

@@ -28,9 +28,9 @@ pub struct Pressure {
     high: f64,
     critical: f64,
     /// Current cap on busy workers.
-    pub limit: usize,
-    pub level: Level,
-    pub used_share: f64,
+    limit: usize,
+    level: Level,
+    used_share: f64,
     calm_since: Option<Instant>,
     last_cut: Option<Instant>,
 }
@@ -61,6 +61,30 @@ impl Pressure {
             calm_since: None,
             last_cut: None,
         }
+    }
+
+    /// Current cap on busy workers.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Share of RAM in use at the last sample.
+    pub fn used_share(&self) -> f64 {
+        self.used_share
+    }
+
+    /// The pool's size changed: at normal pressure the limit follows it; under pressure it
+    /// only shrinks with it.
+    pub fn set_workers(&mut self, n: usize) {
+        self.limit = if self.level == Level::Normal {
+            n
+        } else {
+            self.limit.min(n)
+        };
     }
 
     /// Samples memory and updates the limit; `workers` is the configured pool size.

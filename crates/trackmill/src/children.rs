@@ -1,10 +1,9 @@
 //! How the supervisor starts its children: the same binary with the hidden `worker` and
 //! `db-writer` subcommands, their arguments and the environment they inherit.
 
-use crate::exit;
+use crate::cli::CliError;
 use std::ffi::OsString;
 use std::path::Path;
-use std::process::ExitCode;
 use trackmill_dbwriter::DbUrl;
 use trackmill_supervisor::{Config, SpawnSpec};
 
@@ -31,11 +30,9 @@ pub fn spawn_spec(
     url: &DbUrl,
     db_arg: Option<&str>,
     config_file: Option<&Path>,
-) -> Result<SpawnSpec, ExitCode> {
-    let exe = std::env::current_exe().map_err(|e| {
-        eprintln!("trackmill: cannot find my own executable: {e}");
-        ExitCode::from(exit::FAILURE)
-    })?;
+) -> Result<SpawnSpec, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failure(format!("cannot find my own executable: {e}")))?;
     let url_text = match url {
         DbUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
         _ => db_arg.map_or_else(|| cfg.database.url.clone(), str::to_string),

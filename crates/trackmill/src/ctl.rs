@@ -1,13 +1,14 @@
 //! The operator's clients of a running `trackmill serve`: `status`, `workers`, `kill`, `drain`,
 //! `resume` and `retry` talk to its control socket; `failures` reads the database.
 
-use crate::{db_url, exit};
+use crate::cli::{exit, load_config, CliError, CliResult, Overrides};
+use crate::db_url;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
-use trackmill_supervisor::{control, Config};
+use trackmill_supervisor::control;
 use trackmill_types::{ControlCommand, ControlResponse, PathBytes, ServiceStatus};
 
 /// Which service to talk to.
@@ -78,19 +79,18 @@ pub enum CtlCmd {
     },
 }
 
-pub fn run(cmd: CtlCmd) -> ExitCode {
+pub fn run(cmd: CtlCmd) -> CliResult {
     match cmd {
-        CtlCmd::Status { target, json } => match send(&target, ControlCommand::Status) {
-            Ok(ControlResponse::Status(s)) => {
+        CtlCmd::Status { target, json } => match send(&target, ControlCommand::Status)? {
+            ControlResponse::Status(s) => {
                 if json {
                     println!("{}", status_json(&s));
                 } else {
                     print!("{}", status_text(&s));
                 }
-                ExitCode::from(exit::OK)
+                Ok(ExitCode::from(exit::OK))
             }
-            Ok(other) => answer(other),
-            Err(c) => c,
+            other => answer(other),
         },
         CtlCmd::Workers { count, target } => reply(&target, ControlCommand::Workers { count }),
         CtlCmd::Kill {
@@ -99,7 +99,9 @@ pub fn run(cmd: CtlCmd) -> ExitCode {
             target,
         } => match parse_signal(&signal) {
             Some(signal) => reply(&target, ControlCommand::Kill { worker, signal }),
-            None => crate::config_error(format!("--signal {signal}: not a signal name or number")),
+            None => Err(CliError::config(format!(
+                "--signal {signal}: not a signal name or number"
+            ))),
         },
         CtlCmd::Drain { target } => reply(&target, ControlCommand::Drain),
         CtlCmd::Resume { target } => reply(&target, ControlCommand::Resume),
@@ -112,7 +114,7 @@ pub fn run(cmd: CtlCmd) -> ExitCode {
                 return reply(&target, ControlCommand::RetryAllFailed);
             }
             if paths.is_empty() {
-                return crate::config_error("retry: name paths or --all-failed");
+                return Err(CliError::config("retry: name paths or --all-failed"));
             }
             let abs = paths
                 .iter()
@@ -129,43 +131,33 @@ pub fn run(cmd: CtlCmd) -> ExitCode {
     }
 }
 
-fn socket(target: &Target) -> Result<PathBuf, ExitCode> {
+fn socket(target: &Target) -> Result<PathBuf, CliError> {
     if let Some(s) = &target.socket {
         return Ok(s.clone());
     }
-    let cfg = match &target.config {
-        Some(p) => Config::load(p).map_err(crate::config_error)?,
-        None => Config::default(),
-    };
+    let cfg = load_config(target.config.as_deref(), &Overrides::default())?;
     Ok(control::socket_path(&cfg.service.control_socket))
 }
 
-fn send(target: &Target, command: ControlCommand) -> Result<ControlResponse, ExitCode> {
+fn send(target: &Target, command: ControlCommand) -> Result<ControlResponse, CliError> {
     let path = socket(target)?;
-    control::request(&path, command).map_err(|e| {
-        eprintln!("trackmill: {e}");
-        ExitCode::from(exit::NO_SERVICE)
-    })
+    control::request(&path, command).map_err(|e| CliError::new(exit::NO_SERVICE, e))
 }
 
-fn reply(target: &Target, command: ControlCommand) -> ExitCode {
-    match send(target, command) {
-        Ok(r) => answer(r),
-        Err(c) => c,
-    }
+fn reply(target: &Target, command: ControlCommand) -> CliResult {
+    answer(send(target, command)?)
 }
 
-fn answer(r: ControlResponse) -> ExitCode {
+fn answer(r: ControlResponse) -> CliResult {
     match r {
         ControlResponse::Done(text) => {
             println!("{text}");
-            ExitCode::from(exit::OK)
+            Ok(ExitCode::from(exit::OK))
         }
         ControlResponse::Refused(text) => {
-            eprintln!("trackmill: refused: {text}");
-            ExitCode::from(exit::REFUSED)
+            Err(CliError::new(exit::REFUSED, format!("refused: {text}")))
         }
-        ControlResponse::Status(_) => ExitCode::from(exit::OK),
+        ControlResponse::Status(_) => Ok(ExitCode::from(exit::OK)),
     }
 }
 
@@ -264,28 +256,14 @@ fn status_text(s: &ServiceStatus) -> String {
     out
 }
 
-fn failures(json: bool, db: Option<String>, config: Option<PathBuf>, limit: usize) -> ExitCode {
-    let cfg = match &config {
-        Some(p) => match Config::load(p) {
-            Ok(c) => c,
-            Err(e) => return crate::config_error(e),
-        },
-        None => Config::default(),
-    };
-    let url = match db_url(db, &cfg) {
-        Ok(u) => u,
-        Err(c) => return c,
-    };
-    let rows = match trackmill_dbwriter::failures(&url, limit) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("trackmill: {e}");
-            return ExitCode::from(exit::BAD_DB);
-        }
-    };
+fn failures(json: bool, db: Option<String>, config: Option<PathBuf>, limit: usize) -> CliResult {
+    let cfg = load_config(config.as_deref(), &Overrides::default())?;
+    let url = db_url(db, &cfg)?;
+    let rows =
+        trackmill_dbwriter::failures(&url, limit).map_err(|e| CliError::new(exit::BAD_DB, e))?;
     if json {
         println!("{}", Value::Array(rows));
-        return ExitCode::from(exit::OK);
+        return Ok(ExitCode::from(exit::OK));
     }
     let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     for r in &rows {
@@ -309,5 +287,5 @@ fn failures(json: bool, db: Option<String>, config: Option<PathBuf>, limit: usiz
     if rows.is_empty() {
         println!("no failed or quarantined files");
     }
-    ExitCode::from(exit::OK)
+    Ok(ExitCode::from(exit::OK))
 }

@@ -1,7 +1,8 @@
 //! `trackmill doctor [--json]`: what a scan would run with. The ONNX Runtime (path, version), the
 //! configured models with their checksums, GPU availability, database reachability, and the
-//! effective worker limits. Exit 0 when everything works, [`PROBLEMS`] otherwise.
+//! effective worker limits. Exit 0 when everything works, 9 otherwise.
 
+use crate::cli::{exit, load_config, CliResult, Overrides};
 use crate::models;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -10,9 +11,6 @@ use trackmill_analysis::model::doctor_report;
 use trackmill_dbwriter::DbUrl;
 use trackmill_supervisor::units::format_size;
 use trackmill_supervisor::Config;
-
-/// Exit code when a check failed (documented in the README).
-pub const PROBLEMS: u8 = 9;
 
 #[derive(clap::Args)]
 pub struct DoctorArgs {
@@ -26,14 +24,8 @@ pub struct DoctorArgs {
     json: bool,
 }
 
-pub fn run(a: DoctorArgs) -> ExitCode {
-    let cfg = match &a.config {
-        Some(p) => match Config::load(p) {
-            Ok(c) => c,
-            Err(e) => return crate::config_error(e),
-        },
-        None => Config::default(),
-    };
+pub fn run(a: DoctorArgs) -> CliResult {
+    let cfg = load_config(a.config.as_deref(), &Overrides::default())?;
     let mc = models::model_config(&cfg, a.config.as_deref());
     let mut problems: Vec<String> = Vec::new();
 
@@ -85,9 +77,9 @@ pub fn run(a: DoctorArgs) -> ExitCode {
         print_human(&report);
     }
     if problems.is_empty() {
-        ExitCode::SUCCESS
+        Ok(ExitCode::SUCCESS)
     } else {
-        ExitCode::from(PROBLEMS)
+        Ok(ExitCode::from(exit::CHECK_FAILED))
     }
 }
 

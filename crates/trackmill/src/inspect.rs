@@ -2,22 +2,14 @@
 //! a scan spawns its workers, and prints the result (or the classified failure) directly, for
 //! operators debugging a file. Nothing is stored.
 
+use crate::cli::{exit, load_config, CliError, CliResult, Overrides};
 use crate::models;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use trackmill_supervisor::event::{attach, ChildMsg, Event, Who};
-use trackmill_supervisor::spawn::{signal_group, spawn_child, ChildSpec};
-use trackmill_supervisor::units::{format_size, parse_duration, parse_size};
-use trackmill_supervisor::{classify, exit_message, Config, KillReason};
-use trackmill_types::{
-    FileStats, FromWorker, Job, Outcome, PathBytes, Role, ToWorker, TrackAnalysis, PROTOCOL_VERSION,
-};
-
-/// Exit code when at least one file was not analysed (documented in the README).
-pub const SOME_FAILED: u8 = 9;
+use trackmill_supervisor::inspect::{inspect_file, InspectResult, InspectSpawn};
+use trackmill_supervisor::units::format_size;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
@@ -40,76 +32,40 @@ pub struct InspectArgs {
     no_models: bool,
 }
 
-/// What happened to one file.
-enum Verdict {
-    Analysed(Box<TrackAnalysis>, FileStats),
-    /// The worker answered with a classified failure.
-    Failed {
-        class: &'static str,
-        stage: &'static str,
-        message: String,
-        stats: Option<FileStats>,
-    },
-}
-
-pub fn run(a: InspectArgs) -> ExitCode {
-    let mut cfg = match &a.config {
-        Some(p) => match Config::load(p) {
-            Ok(c) => c,
-            Err(e) => return crate::config_error(e),
+pub fn run(a: InspectArgs) -> CliResult {
+    let cfg = load_config(
+        a.config.as_deref(),
+        &Overrides {
+            memory_limit: a.memory_limit.as_deref(),
+            job_timeout: a.job_timeout.as_deref(),
+            no_models: a.no_models,
+            ..Overrides::default()
         },
-        None => Config::default(),
-    };
-    if let Some(s) = &a.memory_limit {
-        match parse_size(s) {
-            Ok(v) => cfg.workers.memory_limit = v,
-            Err(e) => return crate::config_error(format!("--memory-limit: {e}")),
-        }
-    }
-    if let Some(s) = &a.job_timeout {
-        match parse_duration(s) {
-            Ok(v) => cfg.workers.job_timeout = v,
-            Err(e) => return crate::config_error(format!("--job-timeout: {e}")),
-        }
-    }
-    if a.no_models {
-        cfg.analysis.models.clear();
-    }
-    if let Err(e) = cfg.validate() {
-        return crate::config_error(e);
-    }
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("trackmill: cannot find my own executable: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    )?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failure(format!("cannot find my own executable: {e}")))?;
     let env = crate::children::worker_env();
-    let mut args = models::worker_args(&cfg, a.config.as_deref(), &exe, &env).args;
-    args.push("--recycle-after".into());
-    args.push("1".into());
-    let spec = ChildSpec::worker(exe, args, env, cfg.workers.memory_limit, cfg.analysis.gpu);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let args = models::worker_args(&cfg, a.config.as_deref(), &exe, &env).args;
+    let spawn = InspectSpawn {
+        exe,
+        args,
+        env,
+        gpu: cfg.analysis.gpu,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("trackmill: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(CliError::failure)?;
     let mut all_ok = true;
     let mut reports = Vec::new();
     for file in &a.files {
         let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-        let verdict = rt.block_on(inspect_one(&spec, &abs, &cfg));
-        all_ok &= matches!(verdict, Verdict::Analysed(..));
+        let result = rt.block_on(inspect_file(&spawn, &abs, &cfg));
+        all_ok &= matches!(result, InspectResult::Analysed(..));
         if a.json {
-            reports.push(to_json(&abs, &verdict));
+            reports.push(to_json(&abs, &result));
         } else {
-            print_human(&abs, &verdict);
+            print_human(&abs, &result);
         }
     }
     if a.json {
@@ -118,118 +74,22 @@ pub fn run(a: InspectArgs) -> ExitCode {
             serde_json::to_string_pretty(&Value::Array(reports)).unwrap_or_default()
         );
     }
-    if all_ok {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(if all_ok {
+        exit::OK
     } else {
-        ExitCode::from(SOME_FAILED)
-    }
+        exit::CHECK_FAILED
+    }))
 }
 
-/// One file through one fresh worker (`--recycle-after 1`): hello, job, result, exit; the
-/// worker's death, if it dies, classified as the supervisor would.
-async fn inspect_one(spec: &ChildSpec, path: &Path, cfg: &Config) -> Verdict {
-    let worker_failure = |message: String| Verdict::Failed {
-        class: "crash",
-        stage: "worker",
-        message,
-        stats: None,
-    };
-    let spawned = match spawn_child(spec) {
-        Ok(s) => s,
-        Err(e) => return worker_failure(format!("cannot start a worker: {e}")),
-    };
-    let pid = spawned.pid;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let who = Who::Worker { slot: 0, gen: 1 };
-    let tx = match attach::<FromWorker, ToWorker>(spawned, who, events_tx, ChildMsg::Worker) {
-        Ok(tx) => tx,
-        Err(e) => return worker_failure(format!("cannot talk to the worker: {e}")),
-    };
-    let timeout = cfg.workers.job_timeout;
-    let grace = cfg.workers.kill_grace;
-    let far = Duration::from_secs(365 * 24 * 3600);
-    let deadline = tokio::time::sleep(far);
-    tokio::pin!(deadline);
-    let mut kill: Option<KillReason> = None;
-    let mut result: Option<Verdict> = None;
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(Event::Child { msg: ChildMsg::Worker(FromWorker::Hello(h)), .. }) => {
-                    if h.protocol != PROTOCOL_VERSION || h.role != Role::Worker {
-                        kill = Some(KillReason::Protocol);
-                        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                        continue;
-                    }
-                    let job = Job { id: 1, path: PathBytes::from_path(path), attempt: 1 };
-                    let _ = tx.send(ToWorker::Job(job));
-                    deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
-                }
-                Some(Event::Child { msg: ChildMsg::Worker(FromWorker::Done { outcome, stats, .. }), .. }) => {
-                    result = Some(match outcome {
-                        Outcome::Analysed(a) => Verdict::Analysed(a, stats),
-                        Outcome::Failed(f) => Verdict::Failed {
-                            class: f.class.as_str(),
-                            stage: f.stage.as_str(),
-                            message: f.message.as_str().to_string(),
-                            stats: Some(stats),
-                        },
-                    });
-                    // `--recycle-after 1`: the worker exits on its own now.
-                    deadline.as_mut().reset(tokio::time::Instant::now() + far);
-                }
-                Some(Event::Child { msg: ChildMsg::BadChannel(_), .. }) if result.is_some() => {}
-                Some(Event::Child { msg: ChildMsg::BadChannel(e), .. }) => {
-                    kill.get_or_insert(KillReason::Protocol);
-                    tracing::error!("worker {pid} broke the protocol: {e}");
-                    signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-                // Only the supervisor's loop sends control requests and file-system changes.
-                Some(Event::Child { .. } | Event::Control { .. } | Event::FsChanged) => {}
-                Some(Event::Exited { status, oom_message, last_stderr, .. }) => {
-                    if let Some(r) = result {
-                        return r;
-                    }
-                    let kind = classify(status, kill, oom_message);
-                    let mut message =
-                        exit_message(kind, pid, status, cfg.workers.memory_limit, timeout);
-                    if !last_stderr.is_empty() {
-                        message.push_str(": ");
-                        message.push_str(&last_stderr);
-                    }
-                    return Verdict::Failed {
-                        class: kind.failure_class().as_str(),
-                        stage: "worker",
-                        message,
-                        stats: None,
-                    };
-                }
-                None => return worker_failure("the worker's events ended".into()),
-            },
-            _ = &mut deadline => match kill {
-                None => {
-                    kill = Some(KillReason::Timeout);
-                    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-                    deadline.as_mut().reset(tokio::time::Instant::now() + grace);
-                }
-                Some(_) => {
-                    signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                    deadline.as_mut().reset(tokio::time::Instant::now() + far);
-                }
-            },
-        }
-    }
-}
-
-fn to_json(path: &Path, v: &Verdict) -> Value {
+fn to_json(path: &Path, v: &InspectResult) -> Value {
     match v {
-        Verdict::Analysed(a, stats) => json!({
+        InspectResult::Analysed(a, stats) => json!({
             "path": path.display().to_string(),
             "status": "analyzed",
             "analysis": serde_json::to_value(a).unwrap_or_default(),
             "stats": serde_json::to_value(stats).unwrap_or_default(),
         }),
-        Verdict::Failed {
+        InspectResult::Failed {
             class,
             stage,
             message,
@@ -249,9 +109,9 @@ const PITCH: [&str; 12] = [
     "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
 ];
 
-fn print_human(path: &Path, v: &Verdict) {
-    let Verdict::Analysed(a, stats) = v else {
-        if let Verdict::Failed {
+fn print_human(path: &Path, v: &InspectResult) {
+    let InspectResult::Analysed(a, stats) = v else {
+        if let InspectResult::Failed {
             class,
             stage,
             message,

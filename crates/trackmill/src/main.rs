@@ -3,6 +3,7 @@
 //! itself as.
 
 mod children;
+mod cli;
 mod ctl;
 mod doctor;
 mod inspect;
@@ -12,6 +13,7 @@ mod serve;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};
+use cli::{exit, load_config, CliError, CliResult, Overrides};
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -19,30 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use trackmill_dbwriter::DbUrl;
 use trackmill_supervisor::config::{canonical_roots, RootError};
-use trackmill_supervisor::units::{parse_duration, parse_size};
 use trackmill_supervisor::{Config, ScanOptions};
-
-/// Exit codes (documented in the README).
-mod exit {
-    pub const OK: u8 = 0;
-    /// Internal error during the run.
-    pub const FAILURE: u8 = 1;
-    /// Invalid configuration file or option.
-    pub const BAD_CONFIG: u8 = 2;
-    /// The database URL is invalid or the database cannot be opened.
-    pub const BAD_DB: u8 = 3;
-    /// A library root does not exist or is not a directory.
-    pub const BAD_ROOT: u8 = 4;
-    /// `show`: nothing stored for that path.
-    pub const NOT_FOUND: u8 = 5;
-    /// `serve`: the control socket cannot be set up (another service answers on it, or its
-    /// directory is not private).
-    pub const CONTROL: u8 = 6;
-    /// A control command found no running service.
-    pub const NO_SERVICE: u8 = 7;
-    /// The service refused the command (wrong uid, no such worker, shutting down).
-    pub const REFUSED: u8 = 8;
-}
 
 /// The database URL's environment variable, read by `scan`, `show` and the DB writer.
 const DB_URL_ENV: &str = "TRACKMILL_DATABASE_URL";
@@ -146,10 +125,12 @@ fn main() -> ExitCode {
     } else {
         logging::init(cli.verbose, &cli.log_format);
     }
-    match cli.cmd {
-        Cmd::Worker(args) => {
-            std::process::exit(worker_cmd::run(args));
-        }
+    run(cli.cmd).unwrap_or_else(CliError::report)
+}
+
+fn run(cmd: Cmd) -> CliResult {
+    match cmd {
+        Cmd::Worker(args) => std::process::exit(worker_cmd::run(args)),
         Cmd::DbWriter {
             db,
             batch_size,
@@ -158,25 +139,16 @@ fn main() -> ExitCode {
         } => {
             // SAFETY: as for the worker.
             let chan = unsafe { UnixStream::from_raw_fd(3) };
-            let url = match DbUrl::parse(&db) {
-                Ok(u) => u,
-                Err(e) => {
-                    eprintln!("db-writer: {e}");
-                    return ExitCode::from(exit::BAD_DB);
-                }
-            };
+            let url = DbUrl::parse(&db)
+                .map_err(|e| CliError::new(exit::BAD_DB, format!("db-writer: {e}")))?;
             let opts = trackmill_dbwriter::WriterOptions {
                 batch_max: batch_size,
                 batch_ms,
                 lease_ttl_s,
             };
-            match trackmill_dbwriter::run(&url, chan, opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("db-writer: {e}");
-                    ExitCode::from(exit::FAILURE)
-                }
-            }
+            trackmill_dbwriter::run(&url, chan, opts)
+                .map_err(|e| CliError::failure(format!("db-writer: {e}")))?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Show { path, db, json } => show(path, db, json),
         Cmd::Scan(args) => scan(args),
@@ -187,30 +159,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn db_url(arg: Option<String>, cfg: &Config) -> Result<DbUrl, ExitCode> {
+fn db_url(arg: Option<String>, cfg: &Config) -> Result<DbUrl, CliError> {
     let text = arg.or_else(|| (!cfg.database.url.is_empty()).then(|| cfg.database.url.clone()));
     let text = text.unwrap_or_else(trackmill_dbwriter::default_url);
-    let url = DbUrl::parse(&text).map_err(|e| {
-        eprintln!("trackmill: invalid database URL: {e}");
-        ExitCode::from(exit::BAD_DB)
-    })?;
+    let url = DbUrl::parse(&text)
+        .map_err(|e| CliError::new(exit::BAD_DB, format!("invalid database URL: {e}")))?;
     if let DbUrl::Sqlite(p) = &url {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
     }
     trackmill_dbwriter::check(&url).map_err(|e| {
-        eprintln!("trackmill: cannot open database {}: {e}", url.redacted());
-        ExitCode::from(exit::BAD_DB)
+        CliError::new(
+            exit::BAD_DB,
+            format!("cannot open database {}: {e}", url.redacted()),
+        )
     })?;
     Ok(url)
 }
 
-fn show(path: PathBuf, db: Option<String>, json: bool) -> ExitCode {
-    let url = match db_url(db, &Config::default()) {
-        Ok(u) => u,
-        Err(c) => return c,
-    };
+fn show(path: PathBuf, db: Option<String>, json: bool) -> CliResult {
+    let url = db_url(db, &Config::default())?;
     let abs = std::path::absolute(&path).unwrap_or(path);
     match trackmill_dbwriter::show(&url, abs.as_os_str().as_bytes()) {
         Ok(Some(v)) => {
@@ -219,81 +188,32 @@ fn show(path: PathBuf, db: Option<String>, json: bool) -> ExitCode {
             } else {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             }
-            ExitCode::from(exit::OK)
+            Ok(ExitCode::from(exit::OK))
         }
-        Ok(None) => {
-            eprintln!("trackmill: nothing stored for {}", abs.display());
-            ExitCode::from(exit::NOT_FOUND)
-        }
-        Err(e) => {
-            eprintln!("trackmill: {e}");
-            ExitCode::from(exit::BAD_DB)
-        }
+        Ok(None) => Err(CliError::new(
+            exit::NOT_FOUND,
+            format!("nothing stored for {}", abs.display()),
+        )),
+        Err(e) => Err(CliError::new(exit::BAD_DB, e)),
     }
 }
 
-fn config_error(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("trackmill: {msg}");
-    ExitCode::from(exit::BAD_CONFIG)
-}
-
-fn scan(a: ScanArgs) -> ExitCode {
-    let mut cfg = match &a.config {
-        Some(p) => match Config::load(p) {
-            Ok(c) => c,
-            Err(e) => return config_error(e),
+fn scan(a: ScanArgs) -> CliResult {
+    let cfg = load_config(
+        a.config.as_deref(),
+        &Overrides {
+            workers: a.workers,
+            memory_limit: a.memory_limit.as_deref(),
+            job_timeout: a.job_timeout.as_deref(),
+            shutdown_grace: a.shutdown_grace.as_deref(),
+            recycle_after: a.recycle_after,
+            max_attempts: a.max_attempts,
+            no_models: false,
         },
-        None => Config::default(),
-    };
-    if let Some(n) = a.workers {
-        cfg.workers.count = n;
-    }
-    if let Some(s) = &a.memory_limit {
-        match parse_size(s) {
-            Ok(v) => cfg.workers.memory_limit = v,
-            Err(e) => return config_error(format!("--memory-limit: {e}")),
-        }
-    }
-    for (opt, val, slot) in [
-        (
-            "--job-timeout",
-            &a.job_timeout,
-            &mut cfg.workers.job_timeout,
-        ),
-        (
-            "--shutdown-grace",
-            &a.shutdown_grace,
-            &mut cfg.service.shutdown_grace,
-        ),
-    ] {
-        if let Some(s) = val {
-            match parse_duration(s) {
-                Ok(v) => *slot = v,
-                Err(e) => return config_error(format!("{opt}: {e}")),
-            }
-        }
-    }
-    if let Some(n) = a.recycle_after {
-        cfg.workers.recycle_after = n;
-    }
-    if let Some(n) = a.max_attempts {
-        cfg.workers.max_attempts = n;
-    }
-    if let Err(e) = cfg.validate() {
-        return config_error(e);
-    }
-    let roots = match library_roots(&a.paths) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    let url = match db_url(a.db.clone(), &cfg) {
-        Ok(u) => u,
-        Err(c) => return c,
-    };
-    let spawn = match children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref()) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    )?;
+    let roots = library_roots(&a.paths)?;
+    let url = db_url(a.db.clone(), &cfg)?;
+    let spawn = children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref())?;
     tracing::info!(
         "scanning {} root(s) into {} with {} workers",
         roots.len(),
@@ -306,37 +226,28 @@ fn scan(a: ScanArgs) -> ExitCode {
         progress: !a.no_progress,
         spawn,
     };
-    match trackmill_supervisor::scan(cfg, opts) {
-        Ok(summary) => {
-            eprintln!("trackmill: {}", summary.line());
-            if let Some(p) = &a.summary {
-                let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-                if let Err(e) = std::fs::write(p, text) {
-                    eprintln!("trackmill: cannot write summary {}: {e}", p.display());
-                    return ExitCode::from(exit::FAILURE);
-                }
-            }
-            ExitCode::from(exit::OK)
-        }
-        Err(e) => {
-            eprintln!("trackmill: {e}");
-            ExitCode::from(exit::FAILURE)
-        }
+    let summary = trackmill_supervisor::scan(cfg, opts).map_err(CliError::failure)?;
+    eprintln!("trackmill: {}", summary.line());
+    if let Some(p) = &a.summary {
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        std::fs::write(p, text)
+            .map_err(|e| CliError::failure(format!("cannot write summary {}: {e}", p.display())))?;
     }
+    Ok(ExitCode::from(exit::OK))
 }
 
 /// The library roots as absolute directories; a missing one or a file is reported and gives
 /// the documented exit code.
-fn library_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ExitCode> {
+fn library_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     canonical_roots(paths).map_err(|e| {
-        match e {
-            RootError::NotADirectory(p) => {
-                eprintln!("trackmill: {} is not a directory", p.display())
-            }
-            RootError::Unreadable(p, e) => {
-                eprintln!("trackmill: cannot open library root {}: {e}", p.display())
-            }
-        }
-        ExitCode::from(exit::BAD_ROOT)
+        CliError::new(
+            exit::BAD_ROOT,
+            match e {
+                RootError::NotADirectory(p) => format!("{} is not a directory", p.display()),
+                RootError::Unreadable(p, e) => {
+                    format!("cannot open library root {}: {e}", p.display())
+                }
+            },
+        )
     })
 }

@@ -1,10 +1,11 @@
 //! `trackmill serve`: checks the configuration, library roots, database and control socket, then
 //! runs the long-running service until SIGTERM/SIGINT.
 
-use crate::{config_error, db_url, exit};
+use crate::cli::{exit, load_config, CliError, CliResult, Overrides};
+use crate::db_url;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use trackmill_supervisor::{control, Config, ServeOptions};
+use trackmill_supervisor::{control, ServeOptions};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -16,65 +17,34 @@ pub struct ServeArgs {
     db: Option<String>,
 }
 
-pub fn serve(a: ServeArgs) -> ExitCode {
-    let mut cfg = match &a.config {
-        Some(p) => match Config::load(p) {
-            Ok(c) => c,
-            Err(e) => return config_error(e),
-        },
-        None => Config::default(),
-    };
+pub fn serve(a: ServeArgs) -> CliResult {
+    let mut cfg = load_config(a.config.as_deref(), &Overrides::default())?;
     if cfg.library.roots.is_empty() {
-        return config_error(
+        return Err(CliError::config(
             "library.roots is empty: name the directories to serve in the config file",
-        );
+        ));
     }
-    let roots = match crate::library_roots(&cfg.library.roots) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    cfg.library.roots = roots;
+    cfg.library.roots = crate::library_roots(&cfg.library.roots)?;
     // Before the database: a second service on the same socket stops here and touches nothing.
     let control_path = control::socket_path(&cfg.service.control_socket);
-    let claim = match control::claim(&control_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("trackmill: {e}");
-            return ExitCode::from(exit::CONTROL);
-        }
-    };
-    let url = match db_url(a.db.clone(), &cfg) {
-        Ok(u) => u,
-        Err(c) => return c,
-    };
-    let spawn = match crate::children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref())
-    {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let claim = control::claim(&control_path).map_err(|e| CliError::new(exit::CONTROL, e))?;
+    let url = db_url(a.db.clone(), &cfg)?;
+    let spawn = crate::children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref())?;
     // `_lock` is held until the service returns: no other service may take this socket meanwhile.
     let control::Bound {
         listener,
         lock: _lock,
-    } = match claim.bind() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("trackmill: {e}");
-            return ExitCode::from(exit::CONTROL);
-        }
-    };
+    } = claim.bind().map_err(|e| CliError::new(exit::CONTROL, e))?;
     let metrics = if cfg.service.metrics_addr.is_empty() {
         None
     } else {
-        match trackmill_supervisor::metrics::bind(&cfg.service.metrics_addr) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                return config_error(format!(
-                    "service.metrics_addr: cannot listen on {}: {e}",
-                    cfg.service.metrics_addr
-                ))
-            }
-        }
+        let l = trackmill_supervisor::metrics::bind(&cfg.service.metrics_addr).map_err(|e| {
+            CliError::config(format!(
+                "service.metrics_addr: cannot listen on {}: {e}",
+                cfg.service.metrics_addr
+            ))
+        })?;
+        Some(l)
     };
     tracing::info!(
         "serving {} root(s) into {}; control socket {}",
@@ -89,14 +59,7 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         metrics,
         spawn,
     };
-    match trackmill_supervisor::serve(cfg, opts) {
-        Ok(summary) => {
-            tracing::info!("stopped: {}", summary.line());
-            ExitCode::from(exit::OK)
-        }
-        Err(e) => {
-            eprintln!("trackmill: {e}");
-            ExitCode::from(exit::FAILURE)
-        }
-    }
+    let summary = trackmill_supervisor::serve(cfg, opts).map_err(CliError::failure)?;
+    tracing::info!("stopped: {}", summary.line());
+    Ok(ExitCode::from(exit::OK))
 }

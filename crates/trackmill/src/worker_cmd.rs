@@ -94,6 +94,6 @@ fn probe(mut chan: UnixStream, args: &WorkerArgs) -> i32 {
     };
     match chan.write_all(report.to_string().as_bytes()) {
         Ok(()) => 0,
-        Err(_) => trackmill_worker::EXIT_PROTOCOL,
+        Err(_) => trackmill_types::EXIT_PROTOCOL,
     }
 }

@@ -5,6 +5,7 @@
 //! [`PathBytes`] so that non-UTF-8 names travel and are stored losslessly.
 
 pub mod analysis;
+pub mod child;
 pub mod clean;
 pub mod frame;
 pub mod job;
@@ -13,6 +14,7 @@ pub mod procmem;
 pub mod protocol;
 
 pub use analysis::*;
+pub use child::{panic_message, EXIT_PROTOCOL, EXIT_RECYCLE};
 pub use clean::CleanText;
 pub use job::*;
 pub use path::PathBytes;

@@ -111,11 +111,7 @@ impl Engine {
                 (Outcome::Failed(f), StageTimes::default(), 0.0)
             }
             Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let msg = trackmill_types::panic_message(&*panic);
                 let f = Failure::new(
                     FailureClass::Corrupt,
                     Stage::Decode,

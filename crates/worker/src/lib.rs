@@ -10,14 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 use trackmill_types::procmem as rss;
-use trackmill_types::{FileStats, FromWorker, Hello, Role, ToWorker};
+use trackmill_types::{FileStats, FromWorker, Hello, Role, ToWorker, EXIT_PROTOCOL, EXIT_RECYCLE};
 
 pub use engine::{AnalysisSettings, Engine, EngineConfig};
 
-/// Exit code of a planned recycle, so it is never mistaken for an error.
-pub const EXIT_RECYCLE: i32 = 75;
-/// Exit code when the supervisor spoke something this worker cannot understand.
-pub const EXIT_PROTOCOL: i32 = 76;
 /// Environment variable that enables the fault-injection engine used by the end-to-end tests.
 pub const FAULT_ENV: &str = "TRACKMILL_FAULT_INJECTION";
 

@@ -2,8 +2,6 @@
 //! resume, retries.
 
 use super::{Phase, Supervisor};
-use crate::pool::KillReason;
-use crate::spawn::signal_group;
 use nix::sys::signal::Signal;
 use std::time::Instant;
 use trackmill_types::{ControlCommand, ControlResponse};
@@ -30,10 +28,10 @@ impl Supervisor {
                 if let Some(svc) = self.service.as_mut() {
                     svc.paused = true;
                 }
-                tracing::info!("drain: no new files start; {} in flight", self.busy());
+                tracing::info!("drain: no new files start; {} in flight", self.pool.busy());
                 ControlResponse::Done(format!(
                     "draining: no new files start; {} in flight finish",
-                    self.busy()
+                    self.pool.busy()
                 ))
             }
             ControlCommand::Resume => {
@@ -86,13 +84,8 @@ impl Supervisor {
             Ok(s) => s,
             Err(_) => return ControlResponse::Refused(format!("{signal} is not a signal")),
         };
-        let Some(slot) = self.slots.get_mut(ix).and_then(|s| s.as_mut()) else {
+        let Some((pid, file)) = self.pool.signal_on_request(ix, sig, Instant::now()) else {
             return ControlResponse::Refused(format!("no worker runs in slot {worker}"));
-        };
-        let pid = slot.pid;
-        let file = match &slot.state {
-            crate::pool::SlotState::Busy { job, .. } => Some(job.key.path.clone()),
-            _ => None,
         };
         tracing::warn!(
             "operator: {} to worker {pid} (slot {worker}){}",
@@ -100,15 +93,6 @@ impl Supervisor {
             file.as_ref()
                 .map_or(String::new(), |p| format!("; {p:?} is requeued"))
         );
-        if sig == Signal::SIGTERM {
-            self.kill(ix, KillReason::Killed);
-        } else {
-            // Whatever the signal, the ladder ends the worker: KILL after the grace.
-            slot.kill
-                .get_or_insert((KillReason::Killed, Instant::now()));
-            slot.sigkill_sent |= sig == Signal::SIGKILL;
-            signal_group(pid, sig);
-        }
         ControlResponse::Done(format!(
             "sent {} to worker {pid} (slot {worker}){}",
             sig.as_str(),

@@ -18,7 +18,7 @@ const MAX_DEBOUNCES: u32 = 10;
 /// Work waiting for the next pass. Passes never overlap: one starts only when the previous one
 /// has settled every file, so no file is ever queued twice.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub struct PassQueue {
     full: bool,
     /// A full pass that also re-analyses files stored as failed or quarantined.
     full_retry: bool,
@@ -33,13 +33,13 @@ pub struct PassPlan {
     pub full: bool,
 }
 
-impl Pending {
+impl PassQueue {
     /// The first pass of a run: the whole library.
     pub fn first(retry_failed: bool) -> Self {
-        Pending {
+        PassQueue {
             full: !retry_failed,
             full_retry: retry_failed,
-            ..Pending::default()
+            ..PassQueue::default()
         }
     }
 
@@ -71,7 +71,7 @@ impl Pending {
     /// The next pass: retries first, then a full walk, then changed paths.
     pub fn take(&mut self, roots: &[PathBuf]) -> Option<PassPlan> {
         if self.full_retry {
-            *self = Pending::default();
+            *self = PassQueue::default();
             return Some(PassPlan {
                 roots: roots.to_vec(),
                 retry_failed: true,
@@ -129,7 +129,7 @@ fn extensions(cfg: &crate::Config) -> Vec<String> {
 }
 
 /// State that only the long-running service has.
-pub struct Service {
+pub struct ServiceState {
     pub config_path: Option<PathBuf>,
     pub passes: u64,
     /// `trackmill drain`: no new files start until `resume`.
@@ -147,13 +147,13 @@ pub struct Service {
     last_status_note: Instant,
 }
 
-impl Service {
+impl ServiceState {
     pub fn new(
         cfg: &crate::Config,
         config_path: Option<PathBuf>,
         events: &mpsc::UnboundedSender<Event>,
     ) -> Self {
-        let mut s = Service {
+        let mut s = ServiceState {
             config_path,
             passes: 0,
             paused: false,
@@ -266,7 +266,7 @@ impl Supervisor {
             tracing::info!(
                 "serving {} root(s) with {} workers; rescan every {:?}, watching: {}",
                 self.roots.len(),
-                self.target,
+                self.pool.target(),
                 self.cfg.service.rescan_interval,
                 svc.watcher.is_some()
             );
@@ -339,8 +339,8 @@ impl Supervisor {
         crate::systemd::status(&format!(
             "{}; {} workers ({} busy); {} analysed, {} failed, {} quarantined, {} unchanged",
             if self.pass_active { "scanning" } else { "idle" },
-            self.alive(),
-            self.busy(),
+            self.pool.alive(),
+            self.pool.busy(),
             s.analyzed,
             s.failed_total(),
             s.quarantined,
@@ -365,7 +365,7 @@ mod tests {
         std::fs::create_dir(d.join("album")).unwrap();
         std::fs::write(d.join("album/a.mp3"), b"").unwrap();
         std::fs::write(d.join("b.mp3"), b"").unwrap();
-        let mut p = Pending::default();
+        let mut p = PassQueue::default();
         p.add_paths(
             [
                 d.join("album/a.mp3"),
@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn retries_come_first_and_a_full_pass_covers_changes() {
         let root = PathBuf::from("/");
-        let mut p = Pending::default();
+        let mut p = PassQueue::default();
         p.add_paths([root.clone()], false);
         p.add_full(false);
         p.add_paths([root.clone()], true);

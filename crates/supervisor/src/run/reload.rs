@@ -65,11 +65,13 @@ impl Supervisor {
                 svc.reschedule(self.cfg.service.rescan_interval);
             }
         }
+        self.pool
+            .configure(crate::pool::PoolSettings::new(&self.cfg));
         let workers = self.cfg.worker_count();
         tracing::info!(
             "SIGHUP: configuration reloaded from {}: {} → {} workers{}",
             path.display(),
-            self.target,
+            self.pool.target(),
             workers,
             if library_changed {
                 "; library changed, rescanning"
@@ -80,22 +82,11 @@ impl Supervisor {
         self.set_target(workers);
     }
 
-    /// Grows or shrinks the pool. Growing spawns at the next step; shrinking stops idle workers
-    /// first (highest slots first) and busy ones once their file is done.
+    /// Grows or shrinks the pool (see [`crate::pool::Pool::set_target`]) and the busy limit
+    /// that memory pressure allows.
     pub(super) fn set_target(&mut self, n: usize) {
-        let n = n.max(1);
-        self.target = n;
-        if self.slots.len() < n {
-            self.slots.resize_with(n, || None);
-        }
-        while self.slots.len() > n && self.slots.last().is_some_and(|s| s.is_none()) {
-            self.slots.pop();
-        }
-        if self.pressure.level == crate::pressure::Level::Normal {
-            self.pressure.limit = n;
-        } else {
-            self.pressure.limit = self.pressure.limit.min(n);
-        }
+        self.pool.set_target(n);
+        self.pressure.set_workers(self.pool.target());
     }
 }
 
