@@ -287,6 +287,9 @@ fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
             && committed(s)
     });
     assert_eq!(alive(&s), 1, "{s:#}");
+    // Stopped slots leave no row behind: the table lists the live workers only.
+    assert_eq!(s["workers"].as_array().unwrap().len(), 1, "{s:#}");
+    assert_eq!(num(&s, &["target_workers"]), 1, "{s:#}");
     assert_eq!(num(&s, &["totals", "files_seen"]), 11, "{s:#}");
     assert_eq!(num(&s, &["totals", "quarantined"]), 0, "{s:#}");
     assert_eq!(num(&s, &["totals", "worker_exits", "killed"]), 0, "{s:#}");

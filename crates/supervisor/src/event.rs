@@ -6,6 +6,8 @@ use crate::spawn::Spawned;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -27,7 +29,7 @@ pub enum ChildMsg<M> {
 #[derive(Debug)]
 pub struct ChildExit {
     pub status: ExitStatus,
-    /// Its stderr showed an allocation failure.
+    /// Its stderr showed an allocation failure after the last frame it sent.
     pub oom_message: bool,
     /// The last line it wrote to stderr.
     pub last_stderr: String,
@@ -92,12 +94,18 @@ where
         let _ = wr.shutdown().await;
     });
 
+    // Frames received so far: an allocation failure on stderr counts only when no frame came
+    // after it (a worker that reported the failure of one file and went on, or exited as
+    // planned, did not die of it).
+    let frames = Arc::new(AtomicU64::new(0));
     let ev = events.clone();
     let wrap_frames = wrap.clone();
+    let frames_read = frames.clone();
     let reader = tokio::spawn(async move {
         loop {
             match read_frame_async::<_, In>(&mut rd, MAX_FRAME).await {
                 Ok(m) => {
+                    frames_read.fetch_add(1, Ordering::SeqCst);
                     if ev.send(wrap_frames(ChildMsg::Frame(m))).is_err() {
                         break;
                     }
@@ -111,9 +119,43 @@ where
         }
     });
 
-    let stderr = child.stderr.take();
-    let stderr_task = tokio::spawn(async move {
-        let mut oom = false;
+    let stderr_task = read_stderr(child.stderr.take(), pid, frames.clone());
+
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("could not reap child {pid}: {e}");
+                return;
+            }
+        };
+        // Every frame the child sent is delivered before its exit.
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        let (oom_at, last_stderr) = tokio::time::timeout(Duration::from_secs(2), stderr_task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let oom_message = oom_at.is_some_and(|at| at >= frames.load(Ordering::SeqCst));
+        let _ = events.send(wrap(ChildMsg::Exited(ChildExit {
+            status,
+            oom_message,
+            last_stderr,
+        })));
+    });
+    Ok(tx)
+}
+
+/// Relays a child's stderr to the log line by line and keeps its last line, and the number of
+/// frames received (`frames`) when the newest allocation-failure line arrived.
+fn read_stderr(
+    stderr: Option<tokio::process::ChildStderr>,
+    pid: u32,
+    frames_seen: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<(Option<u64>, String)> {
+    tokio::spawn(async move {
+        // The number of frames received when the newest allocation-failure line arrived.
+        let mut oom: Option<u64> = None;
         let mut tail = String::new();
         let Some(mut err) = stderr else {
             return (oom, tail);
@@ -127,7 +169,9 @@ where
             for &b in &buf[..n] {
                 if b == b'\n' {
                     let text = String::from_utf8_lossy(&line).into_owned();
-                    oom |= OOM_MARKERS.iter().any(|m| text.contains(m));
+                    if OOM_MARKERS.iter().any(|m| text.contains(m)) {
+                        oom = Some(frames_seen.load(Ordering::SeqCst));
+                    }
                     tracing::warn!(target: "trackmill::child", pid, "{text}");
                     tail = text;
                     line.clear();
@@ -138,32 +182,11 @@ where
         }
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line).into_owned();
-            oom |= OOM_MARKERS.iter().any(|m| text.contains(m));
+            if OOM_MARKERS.iter().any(|m| text.contains(m)) {
+                oom = Some(frames_seen.load(Ordering::SeqCst));
+            }
             tail = text;
         }
         (oom, tail)
-    });
-
-    tokio::spawn(async move {
-        let status = match child.wait().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("could not reap child {pid}: {e}");
-                return;
-            }
-        };
-        // Every frame the child sent is delivered before its exit.
-        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-        let (oom_message, last_stderr) = tokio::time::timeout(Duration::from_secs(2), stderr_task)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        let _ = events.send(wrap(ChildMsg::Exited(ChildExit {
-            status,
-            oom_message,
-            last_stderr,
-        })));
-    });
-    Ok(tx)
+    })
 }

@@ -155,28 +155,7 @@ pub fn render(s: &ServiceStatus) -> String {
         "Worker processes wanted.",
         s.target_workers,
     );
-    labelled(
-        &mut o,
-        "trackmill_workers",
-        "gauge",
-        "Worker slots by state.",
-        "state",
-        ["starting", "idle", "busy", "stopping", "empty"]
-            .map(|state| (state, s.workers.iter().filter(|w| w.state == state).count())),
-    );
-    family(
-        &mut o,
-        "trackmill_worker_rss_bytes",
-        "gauge",
-        "Resident memory of each live worker.",
-    );
-    for w in s.workers.iter().filter(|w| w.pid != 0) {
-        let _ = writeln!(
-            o,
-            "trackmill_worker_rss_bytes{{worker=\"{}\",pid=\"{}\"}} {}",
-            w.id, w.pid, w.rss_bytes
-        );
-    }
+    workers(&mut o, s);
     gauge(
         &mut o,
         "trackmill_db_unacked",
@@ -195,9 +174,40 @@ pub fn render(s: &ServiceStatus) -> String {
         "1 while worker deaths exceed the restart intensity.",
         u8::from(s.degraded),
     );
-    let h = &s.analysis_seconds;
+    histogram(&mut o, &s.analysis_seconds);
+    o
+}
+
+/// Workers by state, and each live worker's RSS.
+fn workers(o: &mut String, s: &ServiceStatus) {
+    labelled(
+        o,
+        "trackmill_workers",
+        "gauge",
+        "Worker slots by state.",
+        "state",
+        ["starting", "idle", "busy", "stopping", "empty"]
+            .map(|state| (state, s.workers.iter().filter(|w| w.state == state).count())),
+    );
     family(
-        &mut o,
+        o,
+        "trackmill_worker_rss_bytes",
+        "gauge",
+        "Resident memory of each live worker.",
+    );
+    for w in s.workers.iter().filter(|w| w.pid != 0) {
+        let _ = writeln!(
+            o,
+            "trackmill_worker_rss_bytes{{worker=\"{}\",pid=\"{}\"}} {}",
+            w.id, w.pid, w.rss_bytes
+        );
+    }
+}
+
+/// The analysis-time histogram, with cumulative buckets.
+fn histogram(o: &mut String, h: &trackmill_types::Histogram) {
+    family(
+        o,
         "trackmill_analysis_seconds",
         "histogram",
         "Time from dispatch to a worker's answer, per file.",
@@ -214,7 +224,6 @@ pub fn render(s: &ServiceStatus) -> String {
     );
     let _ = writeln!(o, "trackmill_analysis_seconds_sum {}", h.sum);
     let _ = writeln!(o, "trackmill_analysis_seconds_count {}", h.count());
-    o
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Retry policy by failure class (DESIGN.md's table): what happens to a file after an attempt that
-//! produced no result.
+//! Retry policy by failure class (the README's failure table): what happens to a file after an
+//! attempt that produced no result.
 
 use std::time::Duration;
 use trackmill_types::{Attempt, FailureClass};

@@ -22,7 +22,7 @@ pub struct FileKey {
     pub mtime_ns: i64,
 }
 
-/// Failure classes (see DESIGN.md): each decides what the supervisor does next.
+/// Failure classes (the README's failure table): each decides what the supervisor does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FailureClass {
     /// Permanent: unsupported codec, garbage, truncated past recovery, unreadable. No retry.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below. A child that reports another version
 /// is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Which hidden subcommand a child runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,9 @@ pub enum FromWorker {
         job_id: u64,
         outcome: Outcome,
         stats: FileStats,
+        /// The worker exits right after this reply (its recycle count is reached, or a model
+        /// failed and the retry needs a fresh runtime): it must be sent nothing more.
+        last: bool,
     },
 }
 

@@ -87,17 +87,19 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
             stages,
             peak_rss_bytes: rss::peak_bytes(),
         };
+        done += 1;
+        let last = done >= cfg.recycle_after || engine.wants_recycle();
         let reply = FromWorker::Done {
             job_id: job.id,
             outcome,
             stats,
+            last,
         };
         if let Err(e) = write_frame(&mut chan, &reply) {
             tracing::error!("worker: could not send result: {e}");
             return EXIT_PROTOCOL;
         }
-        done += 1;
-        if done >= cfg.recycle_after || engine.wants_recycle() {
+        if last {
             return EXIT_RECYCLE;
         }
     }

@@ -14,8 +14,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use trackmill_types::{
-    ExitKind, FileKey, FileStats, FromWorker, Hello, Outcome, PathBytes, Role, ToWorker,
-    EXIT_RECYCLE,
+    ExitKind, Failure, FailureClass, FileKey, FileStats, FromWorker, Hello, Outcome, PathBytes,
+    Role, Stage, ToWorker, EXIT_RECYCLE,
 };
 
 #[derive(Default)]
@@ -67,6 +67,16 @@ impl Fake {
         let st = self.0.borrow();
         let req = st.spawned.iter().rev().find(|r| r.slot == slot).unwrap();
         (100 + req.gen as u32, req.gen)
+    }
+}
+
+/// A worker's reply that its file failed (the pool does not look at the outcome).
+fn done_frame(job_id: u64, last: bool) -> FromWorker {
+    FromWorker::Done {
+        job_id,
+        outcome: Outcome::Failed(Failure::new(FailureClass::Corrupt, Stage::Decode, "x")),
+        stats: FileStats::default(),
+        last,
     }
 }
 
@@ -125,18 +135,7 @@ impl Harness {
     }
 
     fn done(&mut self, slot: usize, job_id: u64) -> Reply {
-        self.send(
-            slot,
-            FromWorker::Done {
-                job_id,
-                outcome: Outcome::Failed(trackmill_types::Failure::new(
-                    trackmill_types::FailureClass::Corrupt,
-                    trackmill_types::Stage::Decode,
-                    "x",
-                )),
-                stats: FileStats::default(),
-            },
-        )
+        self.send(slot, done_frame(job_id, false))
     }
 
     fn exit(&mut self, slot: usize, raw_status: i32) -> Reply {
@@ -337,15 +336,7 @@ fn events_of_an_older_generation_are_ignored() {
     h.pool.spawn_missing(1, h.t0).unwrap();
     let (_, new_gen) = h.fake.current(0);
     assert_ne!(old_gen, new_gen);
-    let stale_done = FromWorker::Done {
-        job_id: id,
-        outcome: Outcome::Failed(trackmill_types::Failure::new(
-            trackmill_types::FailureClass::Corrupt,
-            trackmill_types::Stage::Decode,
-            "x",
-        )),
-        stats: FileStats::default(),
-    };
+    let stale_done = done_frame(id, false);
     let r = h
         .pool
         .on_event(0, old_gen, ChildMsg::Frame(stale_done), h.t0);
@@ -397,4 +388,28 @@ fn a_result_for_a_job_it_was_not_given_is_a_protocol_error() {
     let e = exited(h.exit(0, libc::SIGTERM));
     assert_eq!(e.kind, ExitKind::Protocol);
     assert!(e.in_flight.is_some(), "its file gets the protocol attempt");
+}
+
+#[test]
+fn a_worker_that_says_its_reply_is_its_last_gets_nothing_more() {
+    let mut h = Harness::new(1, settings());
+    let (pid, _) = h.fake.current(0);
+    let id = h.give(0, "/model-failure");
+    // A model failure: the worker replies, says it is its last, and exits for a fresh runtime.
+    let last = done_frame(id, true);
+    assert!(matches!(h.send(0, last), Reply::Finished(_)));
+    assert_eq!(
+        h.pool.idle_slot(),
+        None,
+        "no job for a worker that is leaving"
+    );
+    h.pool.shrink(0, h.t0);
+    assert_eq!(
+        h.fake.frames(pid).len(),
+        1,
+        "only its one job was ever sent"
+    );
+    let e = exited(h.exit(0, EXIT_RECYCLE << 8));
+    assert_eq!(e.kind, ExitKind::Recycled);
+    assert!(e.in_flight.is_none(), "no file pays for its exit");
 }

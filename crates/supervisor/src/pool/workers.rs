@@ -419,6 +419,7 @@ impl<P: Processes> Pool<P> {
                 job_id,
                 outcome,
                 stats,
+                last,
             } => {
                 if !matches!(&w.state, SlotState::Busy { job_id: j, .. } if *j == job_id) {
                     tracing::error!("worker {} answered job {job_id} it was not given", w.pid);
@@ -431,6 +432,10 @@ impl<P: Processes> Pool<P> {
                     unreachable!("matched Busy above");
                 };
                 w.files_done += 1;
+                if last {
+                    // It exits now (a model failure, or its own count): nothing more for it.
+                    w.recycle_after = w.files_done;
+                }
                 Reply::Finished(Finished {
                     pid: w.pid,
                     job,
