@@ -7,7 +7,7 @@ use crate::spawn::{signal_group, spawn_child, ChildSpec};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
-use trackmill_types::{CheckPolicy, FileKey, FromDb, Role, ToDb, Verdict};
+use trackmill_types::{CheckPolicy, FileKey, FromDb, RecordOutcome, Role, ToDb, Verdict};
 
 /// The most control messages that can wait for an answer at once (see `DbClient::control`).
 pub const MAX_CONTROL: usize = 5;
@@ -16,11 +16,34 @@ pub const MAX_CONTROL: usize = 5;
 /// progress (bad database, or data it refuses every time): the run fails.
 pub const MAX_FAILED_STARTS: u32 = 5;
 
+/// A stored result the database has committed: what the run's counts count.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Committed {
+    Analyzed { partial: bool },
+    Failed(trackmill_types::FailureClass),
+    Quarantined,
+}
+
+impl Committed {
+    fn of(m: &ToDb) -> Option<Committed> {
+        let ToDb::Store { record, .. } = m else {
+            return None;
+        };
+        Some(match &record.outcome {
+            RecordOutcome::Analysed(a) => Committed::Analyzed { partial: a.partial },
+            RecordOutcome::Failed(f) => Committed::Failed(f.class),
+            RecordOutcome::Quarantined(_) => Committed::Quarantined,
+        })
+    }
+}
+
 /// What a reply from the DB writer means for the loop.
 #[derive(Debug, PartialEq)]
 pub enum DbReply {
-    /// Nothing for the loop: an acknowledgement, a flush, an answer no longer waited for.
+    /// Nothing for the loop: a flush, an answer no longer waited for.
     Nothing,
+    /// Results now committed (worker events are committed too but not counted).
+    Committed(Vec<Committed>),
     /// A new writer is up; `resent` messages went to it again.
     Up {
         pid: u32,
@@ -208,10 +231,12 @@ impl DbClient {
             }
             FromDb::Acked { seqs } => {
                 self.progressed |= !seqs.is_empty();
-                for s in seqs {
-                    self.unacked.remove(&s);
-                }
-                DbReply::Nothing
+                let committed = seqs
+                    .iter()
+                    .filter_map(|s| self.unacked.remove(s))
+                    .filter_map(|m| Committed::of(&m))
+                    .collect();
+                DbReply::Committed(committed)
             }
             FromDb::Flushed { token } => {
                 self.answered(|m| matches!(m, ToDb::Flush { token: t } if *t == token));

@@ -118,8 +118,12 @@ struct Supervisor {
     progress: Progress,
     started: Instant,
     finish_deadline: Option<Instant>,
+    /// The final flush was asked for (once every worker is gone).
+    flush_sent: bool,
+    /// The run was closed in the database (once every result is committed).
     end_sent: bool,
     flush_token: u64,
+    /// Why the run cannot go on (the DB writer cannot make progress or speaks another protocol).
     fatal: Option<String>,
     worker_rss: u64,
     roots: Vec<PathBuf>,
@@ -202,6 +206,7 @@ impl Supervisor {
             progress: Progress::new(opts.progress),
             started: now,
             finish_deadline: None,
+            flush_sent: false,
             end_sent: false,
             flush_token: 0,
             fatal: None,
@@ -215,24 +220,23 @@ impl Supervisor {
         }
     }
 
-    /// The summary of a run that has ended.
-    fn into_summary(mut self) -> Result<Summary, RunError> {
+    /// The summary of a run that has ended: `failed` when the DB writer could not go on (with
+    /// its error), `interrupted` when it was stopped short or results were left unstored.
+    fn into_summary(mut self) -> Summary {
         self.progress.finish();
-        if let Some(msg) = self.fatal.take() {
-            return Err(RunError::DbWriter(msg));
-        }
         let mut s = std::mem::take(&mut self.summary);
         s.run_id = self.run_id;
-        s.status = if self.interrupted {
-            "interrupted"
-        } else {
-            "completed"
+        s.status = match (&self.fatal, self.interrupted || s.unstored > 0) {
+            (Some(_), _) => "failed",
+            (None, true) => "interrupted",
+            (None, false) => "completed",
         }
         .into();
+        s.error = self.fatal.take();
         s.elapsed_s = self.started.elapsed().as_secs_f64();
         s.db_writer_restarts = self.db.restarts().saturating_sub(1);
         s.supervisor_peak_rss_bytes = procmem::peak_bytes();
-        Ok(s)
+        s
     }
 }
 
@@ -326,7 +330,7 @@ async fn run(
     if let Some((path, ino)) = control_ino {
         crate::control::remove_socket(&path, ino);
     }
-    sup.into_summary()
+    Ok(sup.into_summary())
 }
 
 /// The next scanner message, or never when no walk is running.
@@ -463,9 +467,11 @@ impl Supervisor {
             }
         }
         if self.phase == Phase::Finishing && self.finish_deadline.is_some_and(|d| now >= d) {
+            self.summary.unstored = self.db.unacked() as u64;
             tracing::error!(
-                "DB writer did not finish in time; {} results not confirmed",
-                self.db.unacked()
+                "DB writer did not finish in time; {} results not stored (the next scan analyses \
+                 those files again)",
+                self.summary.unstored
             );
             self.db.kill();
             self.phase = Phase::Done;
@@ -507,9 +513,21 @@ impl Supervisor {
         }
     }
 
-    /// Once every worker is gone: close the run, flush, and let the DB writer exit.
+    /// Once every worker is gone: flush, and once every result is committed close the run with
+    /// the committed counts and let the DB writer exit.
     fn finish(&mut self, now: Instant) {
-        if self.pool.alive() == 0 && !self.end_sent {
+        if self.pool.alive() > 0 {
+            return;
+        }
+        if !self.flush_sent {
+            self.flush_sent = true;
+            self.flush_token += 1;
+            self.db.send_control(ToDb::Flush {
+                token: self.flush_token,
+            });
+            self.finish_deadline.get_or_insert(now + DB_FLUSH_LIMIT);
+        }
+        if !self.end_sent && self.db.unacked() == 0 {
             self.end_sent = true;
             let status = if self.interrupted {
                 RunStatus::Interrupted
@@ -528,11 +546,6 @@ impl Supervisor {
                 status,
                 counts,
             });
-            self.flush_token += 1;
-            self.db.send_control(ToDb::Flush {
-                token: self.flush_token,
-            });
-            self.finish_deadline = Some(now + DB_FLUSH_LIMIT);
         }
         if self.end_sent && self.db.settled() && self.db.ready() {
             self.db.close();

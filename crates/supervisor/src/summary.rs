@@ -8,10 +8,15 @@ use trackmill_types::{ExitKind, FailureClass};
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub run_id: i64,
-    /// "completed" or "interrupted".
+    /// "completed"; "interrupted" (stopped short, or results left unstored: see `unstored`);
+    /// "failed" (the DB writer could not make progress: see `error`).
     pub status: String,
+    /// Why the run failed, naming the database's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Files the scanner yielded (plus files taken over from an expired lease).
     pub files_seen: u64,
+    /// Analysed, failed and quarantined count results the database has committed.
     pub analyzed: u64,
     pub skipped_unchanged: u64,
     /// Final failures by class (e.g. corrupt).
@@ -19,6 +24,8 @@ pub struct Summary {
     pub quarantined: u64,
     /// Files left unfinished because the run was interrupted (they are redone next time).
     pub unfinished: u64,
+    /// Results the DB writer had not committed when the run ended (they are redone next time).
+    pub unstored: u64,
     /// Files another live run held a lease on (shared database), not counted in `files_seen`.
     pub busy_elsewhere: u64,
     pub partial: u64,
@@ -70,7 +77,7 @@ impl Summary {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         format!(
-            "{}: {} files seen, {} analysed, {} unchanged, {} failed [{}], {} quarantined, {} unfinished; worker exits [{}]; {:.1}s, {:.0}s of audio",
+            "{}: {} files seen, {} analysed, {} unchanged, {} failed [{}], {} quarantined, {} unfinished, {} not stored; worker exits [{}]; {:.1}s, {:.0}s of audio",
             self.status,
             self.files_seen,
             self.analyzed,
@@ -79,6 +86,7 @@ impl Summary {
             failed.join(" "),
             self.quarantined,
             self.unfinished,
+            self.unstored,
             exits.join(" "),
             self.elapsed_s,
             self.audio_s

@@ -29,6 +29,38 @@ pub mod exit {
     pub const REFUSED: u8 = 8;
     /// `inspect`: a file was not analysed; `doctor`: a check failed.
     pub const CHECK_FAILED: u8 = 9;
+    /// The run failed: the DB writer could not commit anything (the message names the
+    /// database's error); the run's status is `failed`.
+    pub const RUN_FAILED: u8 = 10;
+    /// The run ended with results the DB writer had not committed (status `interrupted`); the
+    /// next scan analyses those files.
+    pub const UNSTORED: u8 = 11;
+}
+
+/// How a run that returned ends: its status decides the exit code.
+pub fn run_outcome(summary: &trackmill_supervisor::Summary) -> CliResult {
+    if summary.status == "failed" {
+        return Err(CliError::new(
+            exit::RUN_FAILED,
+            format!(
+                "run failed: {}",
+                summary
+                    .error
+                    .as_deref()
+                    .unwrap_or("the DB writer cannot go on")
+            ),
+        ));
+    }
+    if summary.unstored > 0 {
+        return Err(CliError::new(
+            exit::UNSTORED,
+            format!(
+                "{} results were not stored; the next scan analyses those files",
+                summary.unstored
+            ),
+        ));
+    }
+    Ok(ExitCode::from(exit::OK))
 }
 
 /// A command that ends with a documented exit code other than success, and why.

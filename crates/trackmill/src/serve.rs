@@ -4,7 +4,6 @@
 use crate::cli::{exit, load_config, CliError, CliResult, Overrides};
 use crate::db_url;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use trackmill_supervisor::{control, ServeOptions};
 
 #[derive(clap::Args)]
@@ -61,5 +60,5 @@ pub fn serve(a: ServeArgs) -> CliResult {
     };
     let summary = trackmill_supervisor::serve(cfg, opts).map_err(CliError::failure)?;
     tracing::info!("stopped: {}", summary.line());
-    Ok(ExitCode::from(exit::OK))
+    crate::cli::run_outcome(&summary)
 }

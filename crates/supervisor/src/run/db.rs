@@ -2,7 +2,7 @@
 //! queue, claimed files too, and a writer that cannot make progress ends the run.
 
 use super::{Phase, Supervisor, CLAIM_POLL_MAX};
-use crate::dbclient::{DbReply, MAX_FAILED_STARTS};
+use crate::dbclient::{Committed, DbReply, MAX_FAILED_STARTS};
 use crate::event::{ChildExit, ChildMsg};
 use crate::pool::{describe, FileJob};
 use std::time::{Duration, Instant};
@@ -23,6 +23,19 @@ impl Supervisor {
     fn on_db_reply(&mut self, frame: FromDb) {
         match self.db.on_reply(frame) {
             DbReply::Nothing => {}
+            DbReply::Committed(results) => {
+                for r in results {
+                    let s = &mut self.summary;
+                    match r {
+                        Committed::Analyzed { partial } => {
+                            s.analyzed += 1;
+                            s.partial += u64::from(partial);
+                        }
+                        Committed::Failed(class) => s.add_failed(class),
+                        Committed::Quarantined => s.quarantined += 1,
+                    }
+                }
+            }
             DbReply::Up { pid, resent } => {
                 if self.db.restarts() > 0 {
                     tracing::info!("DB writer {pid} is up; re-sending {resent} messages");

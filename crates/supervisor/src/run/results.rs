@@ -24,13 +24,7 @@ impl Supervisor {
         self.summary.worker_peak_rss_bytes =
             self.summary.worker_peak_rss_bytes.max(stats.peak_rss_bytes);
         match outcome {
-            Outcome::Analysed(a) => {
-                if a.partial {
-                    self.summary.partial += 1;
-                }
-                self.summary.analyzed += 1;
-                self.store(job, RecordOutcome::Analysed(a), stats);
-            }
+            Outcome::Analysed(a) => self.store(job, RecordOutcome::Analysed(a), stats),
             Outcome::Failed(f) => {
                 job.history.push(Attempt {
                     attempt: job.history.len() as u32 + 1,
@@ -70,10 +64,7 @@ impl Supervisor {
                 job.not_before = Instant::now() + delay;
                 self.retries.push(job);
             }
-            Decision::Fail => {
-                self.summary.add_failed(last.class);
-                self.store(job, RecordOutcome::Failed(last), stats);
-            }
+            Decision::Fail => self.store(job, RecordOutcome::Failed(last), stats),
             Decision::Quarantine => {
                 tracing::warn!(
                     "quarantined {:?} after {} attempts: {}",
@@ -81,12 +72,12 @@ impl Supervisor {
                     job.history.len(),
                     last.message
                 );
-                self.summary.quarantined += 1;
                 self.store(job, RecordOutcome::Quarantined(last), stats);
             }
         }
     }
 
+    /// Sends a file's terminal result to the DB writer; the run counts it once it is committed.
     fn store(&mut self, job: FileJob, outcome: RecordOutcome, stats: FileStats) {
         let record = Record {
             run_id: self.run_id,
