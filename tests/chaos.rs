@@ -361,3 +361,71 @@ fn sigkill_of_the_supervisor_takes_its_children_and_the_next_scan_resumes() {
     );
     assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM leases"), 0);
 }
+
+#[test]
+fn results_the_writer_never_commits_leave_the_run_interrupted_and_are_redone_next_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    let healthy = healthy_files(&lib, "h", 30);
+    let db = tmp.path().join("t.db");
+    let mut first = spawn_scan(&[&lib], &db, &["--workers", "2", "-v"]);
+    wait_for("the end of the walk", LIMIT, || {
+        first.stderr().contains("scan finished").then_some(())
+    });
+    let sup = first.pid();
+    let writer = wait_for("the DB writer", LIMIT, || db_writer_of(sup));
+    // The writer stops answering: results reach it and are never committed.
+    signal(writer, Signal::SIGSTOP);
+    let before = first.stderr().matches("dispatch").count();
+    wait_for("three more dispatches", LIMIT, || {
+        (first.stderr().matches("dispatch").count() >= before + 3).then_some(())
+    });
+    first.signal(Signal::SIGTERM);
+    wait_for("the shutdown", LIMIT, || {
+        first.stderr().contains("in-flight files get").then_some(())
+    });
+    // The second signal bounds the final flush to a few seconds; it cannot finish.
+    first.signal(Signal::SIGTERM);
+    let st = first.wait_timeout(LIMIT).expect("the scan ends");
+    let err = first.stderr();
+    assert_eq!(st.code(), Some(11), "documented exit code:\n{err}");
+    assert!(err.contains("results were not stored"), "{err}");
+    let s = first.summary();
+    assert_eq!(s["status"], "interrupted", "{s:#}");
+    let unstored = n(&s, "unstored");
+    assert!(unstored >= 3, "the results sent after the stop: {s:#}");
+    let conn = open_db(&db);
+    let committed = query_i64(
+        &conn,
+        "SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'",
+    );
+    assert_eq!(
+        n(&s, "analyzed") as i64,
+        committed,
+        "analysed counts committed rows only: {s:#}"
+    );
+    drop(conn);
+
+    // The next scan analyses exactly the files that have no committed row.
+    let (out, again) = scan(&lib, &db, &["--workers", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(again["status"], "completed", "{again:#}");
+    assert_accounted(&again);
+    assert_eq!(
+        n(&again, "analyzed") as i64,
+        healthy.len() as i64 - committed,
+        "{again:#}"
+    );
+    let conn = open_db(&db);
+    assert_eq!(
+        query_i64(
+            &conn,
+            "SELECT COUNT(DISTINCT path) FROM tracks WHERE status = 'analyzed'"
+        ),
+        healthy.len() as i64
+    );
+}

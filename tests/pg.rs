@@ -384,3 +384,58 @@ fn killed_host_files_are_taken_over_after_their_leases_expire() {
     assert_eq!(taken, held.len() as i64);
     assert_eq!(schema.scalar("SELECT count(*) FROM leases"), 0);
 }
+
+#[test]
+fn a_db_writer_that_can_never_commit_fails_the_run_with_its_error() {
+    let _serial = serial();
+    let schema = PgSchema::new("nocommit");
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    healthy_files(&lib, "h", 3);
+    let cfg = config(tmp.path(), "");
+    let cfg_arg = cfg.to_str().unwrap();
+    let summary = tmp.path().join("s.json");
+    // The schema and its tables exist (made by a first scan); then a trigger refuses every new
+    // run: each DB writer started after it dies on its first write, having committed nothing.
+    let (out, _) = scan_url(&lib, &schema.url(), &summary, &["--config", cfg_arg], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    schema.rows(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'closed for maintenance'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION refuse()",
+    );
+    healthy_files(&lib, "new", 2);
+    let started = Instant::now();
+    let mut scan = spawn_scan_url(&[&lib], &schema.url(), &summary, &["--config", cfg_arg]);
+    let sup = scan.pid();
+    // Every child the run starts (its restarted DB writers among them), until it ends.
+    let mut seen = std::collections::BTreeSet::new();
+    let st = loop {
+        seen.extend(children(sup).into_iter().map(|(pid, _)| pid));
+        if let Some(st) = scan.wait_timeout(Duration::from_millis(20)) {
+            break st;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the run ends");
+    };
+    let took = started.elapsed();
+    let err = scan.stderr();
+    assert_eq!(st.code(), Some(10), "documented exit code:\n{err}");
+    assert!(err.contains("run failed"), "{err}");
+    assert!(
+        err.contains("closed for maintenance"),
+        "names the database's error:\n{err}"
+    );
+    let s = scan.summary();
+    assert_eq!(s["status"], "failed", "{s:#}");
+    assert!(took < Duration::from_secs(60), "bounded: {took:?}");
+    assert!(children(sup).is_empty(), "no child outlives the run");
+    assert_eq!(
+        schema.scalar("SELECT count(*) FROM tracks"),
+        3,
+        "nothing new stored"
+    );
+}

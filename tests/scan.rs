@@ -2,6 +2,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::Duration;
 use trackmill_e2e::*;
 
 fn hostile_library(dir: &Path) {
@@ -159,4 +160,103 @@ fn recycled_workers_exit_as_planned_and_cost_no_file_an_attempt() {
     let conn = open_db(&db);
     assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM attempts"), 0);
     assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM events"), 0);
+}
+
+/// A config file for a DSP-only scan with `toml` added.
+fn dsp_config(dir: &Path, toml: &str) -> std::path::PathBuf {
+    let p = dir.join("trackmill.toml");
+    std::fs::write(&p, format!("[analysis]\nmodels = []\n\n{toml}")).unwrap();
+    p
+}
+
+/// How many failed attempts are stored for `file`.
+fn attempts(db: &Path, file: &Path) -> usize {
+    stored(db, file)["attempts"]
+        .as_array()
+        .map_or(0, |a| a.len())
+}
+
+#[test]
+fn after_a_model_failure_the_next_file_goes_to_a_fresh_worker_and_pays_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    // The failing file sorts first, so every healthy file comes after a model failure.
+    let healthy = healthy_files(&lib, "h", 4);
+    std::fs::write(lib.join("a-model.mp3"), b"TRACKMILL-FAULT model-fail\n").unwrap();
+    let db = tmp.path().join("t.db");
+    let cfg = dsp_config(tmp.path(), "");
+    let (out, s) = scan(
+        &lib,
+        &db,
+        &[
+            "--workers",
+            "1",
+            "--max-attempts",
+            "3",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_accounted(&s);
+    assert_eq!(n(&s, "analyzed"), healthy.len() as u64, "{s:#}\n{err}");
+    assert_eq!(n(&s, "quarantined"), 1, "{s:#}");
+    let exits = &s["worker_exits"];
+    assert_eq!(
+        exits["protocol"], 0,
+        "no file sent to a leaving worker: {s:#}"
+    );
+    assert!(
+        exits["recycled"].as_u64().unwrap() >= 3,
+        "a fresh worker after each model failure: {s:#}"
+    );
+    for f in &healthy {
+        assert_eq!(
+            attempts(&db, f),
+            0,
+            "{} was charged an attempt",
+            f.display()
+        );
+    }
+    assert_eq!(attempts(&db, &lib.join("a-model.mp3")), 3);
+}
+
+#[test]
+fn a_worker_that_never_says_hello_is_stopped_and_the_scan_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    let healthy = healthy_files(&lib, "h", 3);
+    let db = tmp.path().join("t.db");
+    let summary = tmp.path().join("s.json");
+    let marker = tmp.path().join("no-hello");
+    std::fs::write(&marker, b"").unwrap();
+    let cfg = dsp_config(tmp.path(), "[workers]\nhello_timeout = \"1s\"\n");
+    let url = format!("sqlite://{}", db.display());
+    let extra = ["--workers", "1", "--config", cfg.to_str().unwrap()];
+    let mut cmd = scan_command_url(&[&lib], &url, &summary, &extra);
+    cmd.env("TRACKMILL_FAULT_HELLO_WHILE", &marker);
+    let mut run = spawn_with(cmd, &summary);
+    wait_for(
+        "a worker stopped for its missing hello",
+        Duration::from_secs(60),
+        || {
+            run.stderr()
+                .contains("said no hello within 1s")
+                .then_some(())
+        },
+    );
+    // The filesystem "recovers": the next worker starts normally.
+    std::fs::remove_file(&marker).unwrap();
+    let s = run.finish(Duration::from_secs(60));
+    assert_accounted(&s);
+    assert_eq!(n(&s, "analyzed"), healthy.len() as u64, "{s:#}");
+    assert!(s["worker_exits"]["timeout"].as_u64().unwrap() >= 1, "{s:#}");
+    for f in &healthy {
+        assert_eq!(
+            attempts(&db, f),
+            0,
+            "no file pays for a worker that never started"
+        );
+    }
 }

@@ -611,7 +611,9 @@ impl Supervisor {
                     None => return,
                 },
             };
-            self.pool.send_job(ix, job, now);
+            let path = job.key.path.clone();
+            let (id, pid) = self.pool.send_job(ix, job, now);
+            tracing::debug!(worker = pid, job = id, "dispatch {path:?}");
         }
     }
 }

@@ -8,8 +8,9 @@ use trackmill_dbwriter::DbUrl;
 use trackmill_supervisor::{Config, SpawnSpec};
 
 /// Variables a worker keeps from the supervisor's environment.
-const PASSTHROUGH: [&str; 3] = [
+const PASSTHROUGH: [&str; 4] = [
     "TRACKMILL_FAULT_INJECTION",
+    "TRACKMILL_FAULT_HELLO_WHILE",
     "TRACKMILL_LOG",
     trackmill_analysis::model::ORT_LIB_ENV,
 ];

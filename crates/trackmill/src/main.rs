@@ -233,7 +233,7 @@ fn scan(a: ScanArgs) -> CliResult {
         std::fs::write(p, text)
             .map_err(|e| CliError::failure(format!("cannot write summary {}: {e}", p.display())))?;
     }
-    Ok(ExitCode::from(exit::OK))
+    cli::run_outcome(&summary)
 }
 
 /// The library roots as absolute directories; a missing one or a file is reported and gives

@@ -9,25 +9,40 @@
 //! - `segv`: raise SIGSEGV;
 //! - `abort`: abort();
 //! - `block-while PATH`: write this worker's pid to `PATH.pid`, then wait while `PATH` exists, then
-//!   carry on (the file itself is not audio, so it ends as a corrupt failure).
+//!   carry on (the file itself is not audio, so it ends as a corrupt failure);
+//! - `model-fail`: answer as if a model had failed on the file (a `crash` of stage `model`), and
+//!   end the worker after the reply as a real model failure does.
 //!
-//! Any other file is analysed normally.
+//! Any other file is analysed normally. And with `TRACKMILL_FAULT_HELLO_WHILE=PATH` in its
+//! environment, a worker started while `PATH` exists never says hello (as one whose models sit on
+//! a hung filesystem).
 
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
+use trackmill_types::{Failure, FailureClass, Stage};
 
 const MAGIC: &[u8] = b"TRACKMILL-FAULT ";
+/// A worker started while the file this names exists never says hello.
+pub const HELLO_ENV: &str = "TRACKMILL_FAULT_HELLO_WHILE";
 
-pub fn maybe_inject(path: &Path) {
+/// Before the hello: hangs forever if [`HELLO_ENV`] names a file that exists.
+pub fn before_hello() {
+    if std::env::var_os(HELLO_ENV).is_some_and(|p| Path::new(&p).exists()) {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Misbehaves as the file asks; returns the failure to answer with instead of analysing it,
+/// for faults that stand for a failed stage rather than a dying process.
+pub fn maybe_inject(path: &Path) -> Option<Failure> {
     let mut head = [0u8; 512];
-    let n = match std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) {
-        Ok(n) => n,
-        Err(_) => return,
-    };
-    let Some(rest) = head[..n].strip_prefix(MAGIC) else {
-        return;
-    };
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    let rest = head[..n].strip_prefix(MAGIC)?;
     let line = String::from_utf8_lossy(rest);
     let line = line.lines().next().unwrap_or("").trim().to_string();
     let (kind, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
@@ -64,6 +79,14 @@ pub fn maybe_inject(path: &Path) {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        "model-fail" => {
+            return Some(Failure::new(
+                FailureClass::Crash,
+                Stage::Model,
+                "injected model failure",
+            ))
+        }
         _ => {}
     }
+    None
 }

@@ -10,7 +10,9 @@ use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 use trackmill_types::procmem as rss;
-use trackmill_types::{FileStats, FromWorker, Hello, Role, ToWorker, EXIT_PROTOCOL, EXIT_RECYCLE};
+use trackmill_types::{
+    FileStats, FromWorker, Hello, Outcome, Role, ToWorker, EXIT_PROTOCOL, EXIT_RECYCLE,
+};
 
 pub use engine::{AnalysisSettings, Engine, EngineConfig};
 
@@ -58,11 +60,14 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
     tune_allocator();
     // Models load before the hello, so that no job (and no job deadline) waits on them.
     let mut engine = Engine::new(&cfg.engine);
+    let faults = std::env::var_os(FAULT_ENV).is_some_and(|v| v == "1");
+    if faults {
+        faults::before_hello();
+    }
     if let Err(e) = write_frame(&mut chan, &FromWorker::Hello(Hello::new(Role::Worker))) {
         tracing::error!("worker: handshake failed: {e}");
         return EXIT_PROTOCOL;
     }
-    let faults = std::env::var_os(FAULT_ENV).is_some_and(|v| v == "1");
     let mut done = 0u32;
     loop {
         let job = match read_frame::<_, ToWorker>(&mut chan, MAX_FRAME) {
@@ -76,10 +81,16 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
         rss::reset_peak();
         let started = Instant::now();
         let path = job.path.to_path_buf();
-        if faults {
-            faults::maybe_inject(&path);
-        }
-        let (outcome, stages, audio_s) = engine.analyse(&path);
+        let injected = if faults {
+            faults::maybe_inject(&path)
+        } else {
+            None
+        };
+        let model_failed = injected.is_some();
+        let (outcome, stages, audio_s) = match injected {
+            Some(f) => (Outcome::Failed(f), Default::default(), 0.0),
+            None => engine.analyse(&path),
+        };
         let stats = FileStats {
             size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
             audio_s,
@@ -88,7 +99,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
             peak_rss_bytes: rss::peak_bytes(),
         };
         done += 1;
-        let last = done >= cfg.recycle_after || engine.wants_recycle();
+        let last = done >= cfg.recycle_after || engine.wants_recycle() || model_failed;
         let reply = FromWorker::Done {
             job_id: job.id,
             outcome,

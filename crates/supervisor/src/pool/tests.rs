@@ -131,7 +131,7 @@ impl Harness {
             size: 1,
             mtime_ns: 1,
         });
-        self.pool.send_job(slot, job, self.t0)
+        self.pool.send_job(slot, job, self.t0).0
     }
 
     fn done(&mut self, slot: usize, job_id: u64) -> Reply {

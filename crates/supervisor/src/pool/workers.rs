@@ -195,8 +195,8 @@ impl<P: Processes> Pool<P> {
         Ok(())
     }
 
-    /// Gives the idle worker in `ix` a file; returns the job's id.
-    pub fn send_job(&mut self, ix: usize, job: FileJob, now: Instant) -> u64 {
+    /// Gives the idle worker in `ix` a file; returns the job's id and the worker's pid.
+    pub fn send_job(&mut self, ix: usize, job: FileJob, now: Instant) -> (u64, u32) {
         let id = self.next_job_id;
         self.next_job_id += 1;
         let deadline = now + self.settings.job_timeout;
@@ -204,7 +204,6 @@ impl<P: Processes> Pool<P> {
             .as_mut()
             .expect("the loop picked a live slot");
         debug_assert!(slot.is_idle(), "a job for a worker that is not idle");
-        tracing::debug!(worker = slot.pid, job = id, "dispatch {:?}", job.key.path);
         let _ = slot.tx.send(ToWorker::Job(Job {
             id,
             path: job.key.path.clone(),
@@ -216,7 +215,7 @@ impl<P: Processes> Pool<P> {
             started: now,
             deadline,
         };
-        id
+        (id, slot.pid)
     }
 
     /// Asks workers to exit until at most `allowed` remain that are neither being stopped nor
@@ -348,13 +347,13 @@ impl<P: Processes> Pool<P> {
         for (ix, slot) in self.slots.iter_mut().enumerate() {
             let Some(w) = slot.as_mut() else { continue };
             match (w.stopping, &w.state) {
-                (Some(Stopping::Term { reason, since }), _) => {
-                    if now.duration_since(since) >= s.kill_grace {
-                        w.stopping = Some(Stopping::Killed { reason });
-                        self.procs.signal(w.pid, Signal::SIGKILL);
-                    }
+                (Some(Stopping::Term { reason, since }), _)
+                    if now.duration_since(since) >= s.kill_grace =>
+                {
+                    w.stopping = Some(Stopping::Killed { reason });
+                    self.procs.signal(w.pid, Signal::SIGKILL);
                 }
-                (Some(Stopping::Killed { .. }), _) => {}
+                (Some(_), _) => {}
                 (None, SlotState::Busy { deadline, .. }) if now >= *deadline => {
                     expired.push((ix, KillReason::Timeout));
                 }
