@@ -110,6 +110,8 @@ impl<P: Processes> Pool<P> {
         self.target = n;
         if self.slots.len() < n {
             self.slots.resize_with(n, || None);
+        }
+        if self.hist.len() < n {
             self.hist.resize(n, SlotHistory::default());
         }
         while self.slots.len() > n && self.slots.last().is_some_and(|s| s.is_none()) {
