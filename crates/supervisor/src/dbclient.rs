@@ -146,6 +146,7 @@ impl DbClient {
             query,
             policy,
             files,
+            lease: true,
         });
     }
 

@@ -563,6 +563,11 @@ impl Supervisor {
                 }
             }
             FromDb::Acked { seqs } => self.db.ack(&seqs),
+            FromDb::StoreFailed { seq, message } => {
+                tracing::warn!("result {seq} stored as failed (store): {message}");
+            }
+            // Not asked for: this supervisor leases with `Check`.
+            FromDb::Leased { .. } => {}
             FromDb::Flushed { token } => self
                 .db
                 .answered(|m| matches!(m, ToDb::Flush { token: t } if *t == token)),
