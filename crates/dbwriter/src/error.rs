@@ -80,3 +80,38 @@ impl From<rusqlite::Error> for DbError {
         DbError::sql(e.to_string(), kind)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_errors_are_sorted_by_what_a_retry_can_do() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (k TEXT UNIQUE, n INTEGER NOT NULL)")
+            .unwrap();
+        c.execute("INSERT INTO t VALUES ('a', 1)", []).unwrap();
+        let kind = |e: rusqlite::Error| match DbError::from(e) {
+            DbError::Sql { kind, .. } => kind,
+            other => panic!("{other}"),
+        };
+        let dup = c.execute("INSERT INTO t VALUES ('a', 2)", []).unwrap_err();
+        assert_eq!(kind(dup), SqlKind::Record);
+        let null = c
+            .execute("INSERT INTO t VALUES ('b', NULL)", [])
+            .unwrap_err();
+        assert_eq!(kind(null), SqlKind::Record);
+        let missing = c.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
+        assert_eq!(kind(missing), SqlKind::Fatal);
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(kind(busy), SqlKind::Transient);
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert_eq!(kind(full), SqlKind::Transient);
+    }
+}
