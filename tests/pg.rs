@@ -231,18 +231,35 @@ fn rows_of(schema: &PgSchema, pid: u32) -> i64 {
 
 #[test]
 fn two_hosts_share_a_library_and_analyse_each_file_once() {
-    const FILES: usize = 2000;
     let _serial = serial();
-    let schema = PgSchema::new("hosts");
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
-    tiny_library(&lib, FILES);
+    tiny_library(&lib, 2000);
+    two_hosts_analyse_each_file_once(tmp.path(), &lib, 2000, "hosts");
+}
+
+#[test]
+fn two_hosts_share_even_a_small_library_of_real_tracks() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    for i in 0..25 {
+        tone(&lib.join(format!("t{i:02}.flac")), 200 + 20 * i, 2);
+    }
+    two_hosts_analyse_each_file_once(tmp.path(), &lib, 25, "small");
+}
+
+/// Two `trackmill scan` processes with one worker each, on one library of `files` files in one
+/// PostgreSQL schema: both work, each file is analysed once, and each host's rows are its own.
+fn two_hosts_analyse_each_file_once(dir: &Path, lib: &Path, files: usize, tag: &str) {
+    let schema = PgSchema::new(tag);
     let url = schema.url();
-    let (sa, sb) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
-    let cfg = config(tmp.path(), "");
+    let (sa, sb) = (dir.join("a.json"), dir.join("b.json"));
+    let cfg = config(dir, "");
     let args = ["--workers", "1", "--config", cfg.to_str().unwrap()];
-    let mut a = spawn_scan_url(&[&lib], &url, &sa, &args);
-    let mut b = spawn_scan_url(&[&lib], &url, &sb, &args);
+    let mut a = spawn_scan_url(&[lib], &url, &sa, &args);
+    let mut b = spawn_scan_url(&[lib], &url, &sb, &args);
     let (pa, pb) = (a.pid(), b.pid());
     let (mut end_a, mut end_b) = (None, None);
     wait_for("both hosts to finish", Duration::from_secs(600), || {
@@ -269,7 +286,7 @@ fn two_hosts_share_a_library_and_analyse_each_file_once() {
     );
     assert_eq!(
         na + nb,
-        FILES as u64,
+        files as u64,
         "each file analysed once:\n{va:#}\n{vb:#}"
     );
     assert!(
@@ -280,7 +297,7 @@ fn two_hosts_share_a_library_and_analyse_each_file_once() {
     for v in [&va, &vb] {
         assert_eq!(failed_total(v) + n(v, "quarantined"), 0, "{v:#}");
     }
-    let f = FILES as i64;
+    let f = files as i64;
     assert_eq!(schema.scalar("SELECT count(*) FROM tracks"), f);
     assert_eq!(schema.scalar("SELECT count(DISTINCT path) FROM tracks"), f);
     assert_eq!(

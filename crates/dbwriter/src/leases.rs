@@ -1,14 +1,17 @@
 //! The checkpoint and the leases: which files are done, which this run now holds, and taking
 //! over files whose holder died. PostgreSQL skips rows other transactions lock (`SKIP LOCKED`);
-//! SQLite gets the same outcome from serialized write transactions.
+//! SQLite gets the same outcome from serialized write transactions. Rows are found by the
+//! digest of their path (`path_sha`), never by the path itself.
 
 use crate::conn::Conn;
-use crate::val::{u64v, Val};
+use crate::val::{sha256, u64v, Val};
 use crate::DbError;
 use trackmill_types::{CheckPolicy, CleanText, FileKey, PathBytes, Verdict};
 
-fn key_vals(f: &FileKey) -> [Val; 3] {
+/// `path_sha`, `path`, `size`, `mtime_ns` of a file.
+fn key_vals(f: &FileKey) -> [Val; 4] {
     [
+        sha256(f.path.as_bytes()),
         Val::Bytes(f.path.as_bytes().to_vec()),
         u64v(f.size),
         Val::I64(f.mtime_ns),
@@ -18,8 +21,8 @@ fn key_vals(f: &FileKey) -> [Val; 3] {
 /// True when a stored row makes this file need no work under `policy`.
 fn is_done(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<bool, DbError> {
     let Some(row) = conn.query_one(
-        "SELECT size, mtime_ns, status, analyzer_version, models FROM tracks WHERE path = $1",
-        &[Val::Bytes(f.path.as_bytes().to_vec())],
+        "SELECT size, mtime_ns, status, analyzer_version, models FROM tracks WHERE path_sha = $1",
+        &[sha256(f.path.as_bytes())],
     )?
     else {
         return Ok(false);
@@ -60,14 +63,15 @@ fn acquire(
     now: i64,
     ttl_ms: i64,
 ) -> Result<Verdict, DbError> {
-    let [path, size, mtime] = key_vals(f);
+    let [sha, path, size, mtime] = key_vals(f);
     let expires = Val::I64(now.saturating_add(ttl_ms));
     let lock = conn.dialect().lock_leases();
     for _ in 0..2 {
         let inserted = conn.query(
-            "INSERT INTO leases (path, size, mtime_ns, run_id, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (path) DO NOTHING RETURNING run_id",
+            "INSERT INTO leases (path_sha, path, size, mtime_ns, run_id, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (path_sha) DO NOTHING RETURNING run_id",
             &[
+                sha.clone(),
                 path.clone(),
                 size.clone(),
                 mtime.clone(),
@@ -81,9 +85,9 @@ fn acquire(
         let held = conn.query_one(
             &format!(
                 "SELECT l.run_id, l.expires_at, r.status FROM leases l \
-                 LEFT JOIN runs r ON r.id = l.run_id WHERE l.path = $1{lock}"
+                 LEFT JOIN runs r ON r.id = l.run_id WHERE l.path_sha = $1{lock}"
             ),
-            std::slice::from_ref(&path),
+            std::slice::from_ref(&sha),
         )?;
         // No row: released in between (try again) or locked by another transaction (busy).
         let Some(held) = held else { continue };
@@ -92,8 +96,8 @@ fn acquire(
         if holder == Some(run_id) || !live {
             conn.exec(
                 "UPDATE leases SET size = $2, mtime_ns = $3, run_id = $4, expires_at = $5 \
-                 WHERE path = $1",
-                &[path, size, mtime, Val::I64(run_id), expires],
+                 WHERE path_sha = $1",
+                &[sha, size, mtime, Val::I64(run_id), expires],
             )?;
             return Ok(Verdict::Todo);
         }
@@ -102,12 +106,35 @@ fn acquire(
     Ok(Verdict::Busy)
 }
 
+/// True when another live run (lease not expired, run still running) holds `f`. Reads only.
+fn held_elsewhere(
+    conn: &mut dyn Conn,
+    run_id: i64,
+    f: &FileKey,
+    now: i64,
+) -> Result<bool, DbError> {
+    let held = conn.query_one(
+        "SELECT l.run_id, l.expires_at, r.status FROM leases l \
+         LEFT JOIN runs r ON r.id = l.run_id WHERE l.path_sha = $1",
+        &[sha256(f.path.as_bytes())],
+    )?;
+    Ok(held.is_some_and(|h| {
+        h[0].i64() != Some(run_id)
+            && h[1].i64().unwrap_or(0) >= now
+            && h[2].str() == Some("running")
+    }))
+}
+
+/// The checkpoint for `files`: `Done`, `Busy` (another live run holds it) or `Todo`. With
+/// `lease`, every `Todo` file is leased to `run_id` (taken over when its lease expired or its run
+/// ended); without, nothing is written.
 pub(crate) fn check(
     conn: &mut dyn Conn,
     run_id: i64,
     policy: &CheckPolicy,
     files: &[FileKey],
     ttl_ms: i64,
+    lease: bool,
 ) -> Result<Vec<Verdict>, DbError> {
     let now = conn.now_ms()?;
     // Lease rows are taken in path order so two writers never wait on each other in a cycle.
@@ -118,6 +145,12 @@ pub(crate) fn check(
         let f = &files[i];
         verdicts[i] = if is_done(conn, f, policy)? {
             Verdict::Done
+        } else if !lease {
+            if held_elsewhere(conn, run_id, f, now)? {
+                Verdict::Busy
+            } else {
+                Verdict::Todo
+            }
         } else {
             match acquire(conn, run_id, f, now, ttl_ms)? {
                 // The holder may have stored the file and released its lease between the first
@@ -125,8 +158,8 @@ pub(crate) fn check(
                 // the lease is ours, or both runs would analyse the file.
                 Verdict::Todo if is_done(conn, f, policy)? => {
                     conn.exec(
-                        "DELETE FROM leases WHERE path = $1 AND run_id = $2",
-                        &[Val::Bytes(f.path.as_bytes().to_vec()), Val::I64(run_id)],
+                        "DELETE FROM leases WHERE path_sha = $1 AND run_id = $2",
+                        &[sha256(f.path.as_bytes()), Val::I64(run_id)],
                     )?;
                     Verdict::Done
                 }
@@ -203,7 +236,7 @@ pub(crate) fn claim_expired(
         params.extend(ranges.iter().flatten().cloned());
         let rows = conn.query(
             &format!(
-                "SELECT l.path, l.size, l.mtime_ns FROM leases l \
+                "SELECT l.path, l.size, l.mtime_ns, l.path_sha FROM leases l \
                  LEFT JOIN runs r ON r.id = l.run_id \
                  WHERE l.run_id <> $1 \
                    AND (l.expires_at < $2 OR r.status IS NULL OR r.status <> 'running'){} \
@@ -221,13 +254,13 @@ pub(crate) fn claim_expired(
                 size: u64::try_from(row[1].i64().unwrap_or(0)).unwrap_or(0),
                 mtime_ns: row[2].i64().unwrap_or(0),
             };
-            let path = Val::Bytes(key.path.as_bytes().to_vec());
+            let sha = row[3].clone();
             if is_done(conn, &key, policy)? {
-                conn.exec("DELETE FROM leases WHERE path = $1", &[path])?;
+                conn.exec("DELETE FROM leases WHERE path_sha = $1", &[sha])?;
             } else {
                 conn.exec(
-                    "UPDATE leases SET run_id = $2, expires_at = $3 WHERE path = $1",
-                    &[path, Val::I64(run_id), Val::I64(now.saturating_add(ttl_ms))],
+                    "UPDATE leases SET run_id = $2, expires_at = $3 WHERE path_sha = $1",
+                    &[sha, Val::I64(run_id), Val::I64(now.saturating_add(ttl_ms))],
                 )?;
                 claimed.push(key);
             }

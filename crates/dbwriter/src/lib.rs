@@ -16,7 +16,7 @@ mod url;
 mod val;
 mod writer;
 
-pub use error::DbError;
+pub use error::{DbError, SqlKind};
 pub use schema::SCHEMA_VERSION;
 pub use url::{default_url, DbUrl, PgUrl};
 pub use writer::run;
@@ -57,6 +57,17 @@ fn open(url: &DbUrl) -> Result<Box<dyn Conn>, DbError> {
     Ok(c)
 }
 
+/// Builds the database as a trackmill of schema `version` left it (the migrations up to that one
+/// only), for tests of the migrations that follow.
+#[doc(hidden)]
+pub fn migrate_to(url: &DbUrl, version: i64) -> Result<(), DbError> {
+    let mut c: Box<dyn Conn> = match url {
+        DbUrl::Sqlite(p) => Box::new(sqlite::SqliteConn::open(p)?),
+        DbUrl::Postgres(pg) => Box::new(pg::PgConn::open(pg)?),
+    };
+    schema::migrate_to(c.as_mut(), version)
+}
+
 /// Opens the database and applies migrations; fails early with a clear message on a bad URL.
 pub fn check(url: &DbUrl) -> Result<(), DbError> {
     open(url).map(|_| ()).map_err(|e| annotate(url, e))
@@ -64,9 +75,9 @@ pub fn check(url: &DbUrl) -> Result<(), DbError> {
 
 fn annotate(url: &DbUrl, e: DbError) -> DbError {
     match e {
-        DbError::Sql { message, transient } => DbError::Sql {
+        DbError::Sql { message, kind } => DbError::Sql {
             message: format!("{}: {message}", url.redacted()),
-            transient,
+            kind,
         },
         other => other,
     }

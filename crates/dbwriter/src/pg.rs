@@ -4,7 +4,7 @@
 use crate::conn::{Conn, Dialect, Stmt};
 use crate::url::PgUrl;
 use crate::val::Val;
-use crate::DbError;
+use crate::{DbError, SqlKind};
 use std::collections::HashMap;
 use tokio::runtime::Runtime;
 use tokio_postgres::types::Type;
@@ -21,19 +21,38 @@ pub(crate) struct PgConn {
     secret: Option<String>,
 }
 
-/// Errors that a reconnect may cure: the connection or the server went away, or lock contention.
-fn transient(e: &tokio_postgres::Error) -> bool {
+/// What an error means, by SQLSTATE. A reconnect may cure: the connection or the server went
+/// away (08, 57P), resources ran out (53: disk full, out of memory, too many connections), a
+/// serialization failure or deadlock (40001, 40P01), lock contention (55P03). One record's data
+/// caused: a data exception (22: out of range, bad encoding), a constraint (23), a program limit
+/// (54: say, an index row too large). Without a SQLSTATE: a value that could not be encoded
+/// belongs to its record; a reply that could not be decoded or a wrong parameter count is final;
+/// anything else (the connection) passes.
+fn kind(e: &tokio_postgres::Error) -> SqlKind {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        return code.starts_with("08")
+        return if code.starts_with("08")
             || code.starts_with("57P")
             || code.starts_with("53")
             || code == "40001"
             || code == "40P01"
-            || code == "55P03";
+            || code == "55P03"
+        {
+            SqlKind::Transient
+        } else if code.starts_with("22") || code.starts_with("23") || code.starts_with("54") {
+            SqlKind::Record
+        } else {
+            SqlKind::Fatal
+        };
     }
     let msg = e.to_string();
-    !(msg.contains("serializing") || msg.contains("deserializing") || msg.contains("parameters"))
+    if msg.contains("deserializing") || msg.contains("parameters") {
+        SqlKind::Fatal
+    } else if msg.contains("serializing") {
+        SqlKind::Record
+    } else {
+        SqlKind::Transient
+    }
 }
 
 impl PgConn {
@@ -58,7 +77,7 @@ impl PgConn {
     }
 
     fn err(&self, e: tokio_postgres::Error) -> DbError {
-        let t = transient(&e);
+        let t = kind(&e);
         let mut msg = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
             None => match std::error::Error::source(&e) {
@@ -75,7 +94,8 @@ impl PgConn {
     fn connect(&mut self) -> Result<(), DbError> {
         self.client = None;
         self.statements.clear();
-        let tls = crate::tls::connector().map_err(|e| DbError::sql(e.to_string(), false))?;
+        let tls =
+            crate::tls::connector().map_err(|e| DbError::sql(e.to_string(), SqlKind::Fatal))?;
         let config = self.url.config.clone();
         let (client, connection) = self
             .rt
@@ -111,7 +131,10 @@ impl PgConn {
     fn client(&self) -> Result<&Client, DbError> {
         match &self.client {
             Some(c) if !c.is_closed() => Ok(c),
-            _ => Err(DbError::sql("not connected to PostgreSQL", true)),
+            _ => Err(DbError::sql(
+                "not connected to PostgreSQL",
+                SqlKind::Transient,
+            )),
         }
     }
 
@@ -263,7 +286,7 @@ impl Conn for PgConn {
             &[],
         )?;
         row.and_then(|r| r.first().and_then(Val::i64))
-            .ok_or_else(|| DbError::sql("no time from server", true))
+            .ok_or_else(|| DbError::sql("no time from server", SqlKind::Transient))
     }
 
     fn reconnect(&mut self) -> Result<(), DbError> {

@@ -1,7 +1,7 @@
 //! Read side for the CLI: one file's stored row, the failure list, counts by status.
 
 use crate::conn::Conn;
-use crate::val::Val;
+use crate::val::{sha256, Val};
 use crate::DbError;
 use serde_json::{json, Map, Value};
 
@@ -78,8 +78,8 @@ fn track_json(row: &[Val]) -> Map<String, Value> {
 fn attempts(conn: &mut dyn Conn, path: &[u8]) -> Result<Value, DbError> {
     let rows = conn.query(
         "SELECT run_id, attempt, class, stage, message, worker_pid, peak_rss_bytes, elapsed_ms, at \
-         FROM attempts WHERE path = $1 ORDER BY at, run_id, attempt",
-        &[Val::Bytes(path.to_vec())],
+         FROM attempts WHERE path_sha = $1 ORDER BY at, run_id, attempt",
+        &[sha256(path)],
     )?;
     let names = [
         "run_id",
@@ -109,10 +109,10 @@ fn attempts(conn: &mut dyn Conn, path: &[u8]) -> Result<Value, DbError> {
 
 pub(crate) fn show(conn: &mut dyn Conn, path: &[u8]) -> Result<Option<Value>, DbError> {
     let sql = format!(
-        "SELECT {} FROM tracks WHERE path = $1",
+        "SELECT {} FROM tracks WHERE path_sha = $1",
         TRACK_COLS.join(", ")
     );
-    let Some(row) = conn.query_one(&sql, &[Val::Bytes(path.to_vec())])? else {
+    let Some(row) = conn.query_one(&sql, &[sha256(path)])? else {
         return Ok(None);
     };
     let mut m = track_json(&row);

@@ -2,7 +2,7 @@
 
 use crate::conn::Conn;
 use crate::val::{text, u64v, Val};
-use crate::DbError;
+use crate::{DbError, SqlKind};
 use trackmill_types::{CleanText, RunCounts, RunStatus};
 
 /// True when a process with this pid exists on this host (EPERM still means it exists).
@@ -57,7 +57,7 @@ pub(crate) fn start(
         ],
     )?
     .and_then(|r| r.first().and_then(Val::i64))
-    .ok_or_else(|| DbError::sql("run insert returned no id", false))
+    .ok_or_else(|| DbError::sql("run insert returned no id", SqlKind::Fatal))
 }
 
 /// Re-opens `run_id` after a writer restart. Errors when the run is unknown.

@@ -3,7 +3,7 @@
 //! append a new one.
 
 use crate::conn::{local_now_ms, transaction, Conn, Dialect};
-use crate::val::Val;
+use crate::val::{sha256, Val};
 use crate::DbError;
 
 /// Type names per dialect, substituted into the migration text.
@@ -179,15 +179,244 @@ const V2: &str = "
 ALTER TABLE tracks ADD COLUMN models {JSON};
 ";
 
-/// (version, text) in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+/// Version 3, PostgreSQL: uniqueness of paths and artist names through the SHA-256 of their bytes
+/// (`path_sha`, `name_sha`: 32 bytes), so no value is too large for a btree index (at most 2,704
+/// bytes an entry; Linux paths go to 4,096 bytes, tag values are capped in characters). Attempts
+/// are unique per attempt *time* too: a later pass of the same run (a service's rescan, `trackmill
+/// retry`) numbers its attempts from 1 again and must add them, while a re-sent record (same
+/// times) still adds nothing. Rows and ids stay as they are.
+const V3_POSTGRES: &str = "
+ALTER TABLE tracks ADD COLUMN path_sha BYTEA;
+UPDATE tracks SET path_sha = sha256(path);
+ALTER TABLE tracks ALTER COLUMN path_sha SET NOT NULL;
+ALTER TABLE tracks DROP CONSTRAINT tracks_path_key;
+CREATE UNIQUE INDEX tracks_path_sha ON tracks (path_sha);
+
+ALTER TABLE artists ADD COLUMN name_sha BYTEA;
+UPDATE artists SET name_sha = sha256(convert_to(name, 'UTF8'));
+ALTER TABLE artists ALTER COLUMN name_sha SET NOT NULL;
+ALTER TABLE artists DROP CONSTRAINT artists_name_key;
+CREATE UNIQUE INDEX artists_name_sha ON artists (name_sha);
+
+ALTER TABLE attempts ADD COLUMN path_sha BYTEA;
+UPDATE attempts SET path_sha = sha256(path);
+ALTER TABLE attempts ALTER COLUMN path_sha SET NOT NULL;
+ALTER TABLE attempts DROP CONSTRAINT attempts_path_run_id_attempt_key;
+CREATE UNIQUE INDEX attempts_path_sha ON attempts (path_sha, run_id, attempt, at);
+
+ALTER TABLE leases ADD COLUMN path_sha BYTEA;
+UPDATE leases SET path_sha = sha256(path);
+ALTER TABLE leases DROP CONSTRAINT leases_pkey;
+ALTER TABLE leases ALTER COLUMN path_sha SET NOT NULL;
+ALTER TABLE leases ADD PRIMARY KEY (path_sha);
+";
+
+/// Version 3, SQLite: the same shape. SQLite cannot drop a column's UNIQUE, so each table is
+/// rebuilt (create the new one, copy every row with its id, drop the old, rename), with foreign
+/// keys off around the migration; the digests are filled in beforehand (see [`fill_digests`]).
+const V3_SQLITE: &str = "
+CREATE TABLE tracks_v3 (
+    id {ID},
+    path {BYTES} NOT NULL,
+    path_sha {BYTES} NOT NULL UNIQUE,
+    display_path TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('analyzed','failed','quarantined')),
+    analyzer_version BIGINT NOT NULL,
+    run_id BIGINT,
+    partial {BOOL} NOT NULL DEFAULT FALSE,
+    failure_class TEXT,
+    failure_stage TEXT,
+    failure_message TEXT,
+    container TEXT,
+    codec TEXT,
+    sample_rate BIGINT,
+    channels BIGINT,
+    bits_per_sample BIGINT,
+    duration_s {REAL},
+    decoded_s {REAL},
+    bitrate_kbps BIGINT,
+    title TEXT,
+    album TEXT,
+    album_artist TEXT,
+    genres {JSON},
+    year BIGINT,
+    track_number BIGINT,
+    track_total BIGINT,
+    disc_number BIGINT,
+    disc_total BIGINT,
+    musicbrainz_recording_id TEXT,
+    musicbrainz_track_id TEXT,
+    musicbrainz_album_id TEXT,
+    musicbrainz_artist_id TEXT,
+    musicbrainz_album_artist_id TEXT,
+    picture_count BIGINT,
+    picture_bytes BIGINT,
+    tags_truncated {BOOL},
+    notes {JSON},
+    audio_s {REAL},
+    wall_us BIGINT,
+    peak_rss_bytes BIGINT,
+    updated_at BIGINT NOT NULL,
+    models {JSON}
+);
+INSERT INTO tracks_v3 ({TRACKS_COLS}) SELECT {TRACKS_COLS} FROM tracks;
+DROP TABLE tracks;
+ALTER TABLE tracks_v3 RENAME TO tracks;
+CREATE INDEX tracks_status ON tracks (status);
+
+CREATE TABLE artists_v3 (
+    id {ID},
+    name TEXT NOT NULL,
+    name_sha {BYTES} NOT NULL UNIQUE
+);
+INSERT INTO artists_v3 (id, name, name_sha) SELECT id, name, name_sha FROM artists;
+DROP TABLE artists;
+ALTER TABLE artists_v3 RENAME TO artists;
+
+CREATE TABLE attempts_v3 (
+    id {ID},
+    path {BYTES} NOT NULL,
+    path_sha {BYTES} NOT NULL,
+    track_id BIGINT REFERENCES tracks (id) ON DELETE SET NULL,
+    run_id BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    class TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT NOT NULL,
+    worker_pid BIGINT NOT NULL,
+    peak_rss_bytes BIGINT NOT NULL,
+    elapsed_ms BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    UNIQUE (path_sha, run_id, attempt, at)
+);
+INSERT INTO attempts_v3 ({ATTEMPTS_COLS}) SELECT {ATTEMPTS_COLS} FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v3 RENAME TO attempts;
+CREATE INDEX attempts_track ON attempts (track_id);
+
+CREATE TABLE leases_v3 (
+    path_sha {BYTES} PRIMARY KEY,
+    path {BYTES} NOT NULL,
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    run_id BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+INSERT INTO leases_v3 ({LEASES_COLS}) SELECT {LEASES_COLS} FROM leases;
+DROP TABLE leases;
+ALTER TABLE leases_v3 RENAME TO leases;
+CREATE INDEX leases_run ON leases (run_id);
+CREATE INDEX leases_expiry ON leases (expires_at);
+";
+
+/// The columns copied from version 2's tables (with the digests filled in first).
+const V3_TRACKS_COLS: &str = "id, path, path_sha, display_path, size, mtime_ns, status, \
+    analyzer_version, run_id, partial, failure_class, failure_stage, failure_message, container, \
+    codec, sample_rate, channels, bits_per_sample, duration_s, decoded_s, bitrate_kbps, title, \
+    album, album_artist, genres, year, track_number, track_total, disc_number, disc_total, \
+    musicbrainz_recording_id, musicbrainz_track_id, musicbrainz_album_id, musicbrainz_artist_id, \
+    musicbrainz_album_artist_id, picture_count, picture_bytes, tags_truncated, notes, audio_s, \
+    wall_us, peak_rss_bytes, updated_at, models";
+const V3_ATTEMPTS_COLS: &str = "id, path, path_sha, track_id, run_id, attempt, class, stage, \
+    message, worker_pid, peak_rss_bytes, elapsed_ms, at";
+const V3_LEASES_COLS: &str = "path_sha, path, size, mtime_ns, run_id, expires_at";
+
+/// SQLite has no SHA-256 of its own: adds `{col}_sha` to `table` and fills it row by row.
+fn fill_digests(c: &mut dyn Conn, table: &str, col: &str) -> Result<(), DbError> {
+    c.batch(&format!("ALTER TABLE {table} ADD COLUMN {col}_sha BLOB"))?;
+    let rows = c.query(&format!("SELECT rowid, {col} FROM {table}"), &[])?;
+    let update = format!("UPDATE {table} SET {col}_sha = $1 WHERE rowid = $2");
+    for row in rows {
+        let digest = match &row[1] {
+            Val::Bytes(b) => sha256(b),
+            Val::Text(t) => sha256(t.as_bytes()),
+            other => {
+                return Err(DbError::Schema(format!(
+                    "{table}.{col}: unexpected {other:?}"
+                )))
+            }
+        };
+        c.exec(&update, &[digest, row[0].clone()])?;
+    }
+    Ok(())
+}
+
+/// One migration: the same text for both sinks, or its own steps per sink.
+enum Migration {
+    Text(&'static str),
+    Steps(fn(&mut dyn Conn, Dialect) -> Result<(), DbError>),
+}
+
+fn v3(c: &mut dyn Conn, d: Dialect) -> Result<(), DbError> {
+    match d {
+        Dialect::Postgres => c.batch(V3_POSTGRES),
+        Dialect::Sqlite => {
+            for (table, col) in [
+                ("tracks", "path"),
+                ("artists", "name"),
+                ("attempts", "path"),
+                ("leases", "path"),
+            ] {
+                fill_digests(c, table, col)?;
+            }
+            let sql = substitute(V3_SQLITE, d)
+                .replace("{TRACKS_COLS}", V3_TRACKS_COLS)
+                .replace("{ATTEMPTS_COLS}", V3_ATTEMPTS_COLS)
+                .replace("{LEASES_COLS}", V3_LEASES_COLS);
+            c.batch(&sql)?;
+            let broken = c.query("PRAGMA foreign_key_check", &[])?;
+            if broken.is_empty() {
+                Ok(())
+            } else {
+                Err(DbError::Schema(format!(
+                    "version 3 migration: {} rows with a broken reference",
+                    broken.len()
+                )))
+            }
+        }
+    }
+}
+
+/// (version, migration) in order.
+const MIGRATIONS: &[(i64, Migration)] = &[
+    (1, Migration::Text(V1)),
+    (2, Migration::Text(V2)),
+    (3, Migration::Steps(v3)),
+];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+
+fn substitute(text: &str, d: Dialect) -> String {
+    let mut sql = text.to_owned();
+    for (k, v) in types(d) {
+        sql = sql.replace(k, v);
+    }
+    sql
+}
 
 /// Applies every migration not yet recorded. Safe to run concurrently from several writers.
 pub(crate) fn migrate(conn: &mut dyn Conn) -> Result<(), DbError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Applies the migrations not yet recorded up to `target`.
+pub(crate) fn migrate_to(conn: &mut dyn Conn, target: i64) -> Result<(), DbError> {
     let d = conn.dialect();
+    if d == Dialect::Postgres {
+        return apply(conn, d, target);
+    }
+    // SQLite rebuilds tables in some migrations: dropping a table that others reference would
+    // delete their rows with foreign keys on (the pragma is ignored inside a transaction).
+    conn.batch("PRAGMA foreign_keys = OFF")?;
+    let result = apply(conn, d, target);
+    conn.batch("PRAGMA foreign_keys = ON")?;
+    result
+}
+
+fn apply(conn: &mut dyn Conn, d: Dialect, target: i64) -> Result<(), DbError> {
     transaction(conn, &mut |c| {
         if d == Dialect::Postgres {
             c.exec("SELECT pg_advisory_xact_lock(7239002)", &[])?;
@@ -207,12 +436,14 @@ pub(crate) fn migrate(conn: &mut dyn Conn) -> Result<(), DbError> {
                 "database schema version {current} is newer than this trackmill ({SCHEMA_VERSION}); upgrade trackmill"
             )));
         }
-        for (version, text) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-            let mut sql = (*text).to_owned();
-            for (k, v) in types(d) {
-                sql = sql.replace(k, v);
+        for (version, migration) in MIGRATIONS
+            .iter()
+            .filter(|(v, _)| *v > current && *v <= target)
+        {
+            match migration {
+                Migration::Text(text) => c.batch(&substitute(text, d))?,
+                Migration::Steps(f) => f(c, d)?,
             }
-            c.batch(&sql)?;
             c.exec(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                 &[Val::I64(*version), Val::I64(local_now_ms())],

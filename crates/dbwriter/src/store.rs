@@ -1,12 +1,13 @@
 //! Writing results: one record or worker event becomes idempotent upserts, so re-sending the
-//! same message (after a writer restart or a lost acknowledgement) never duplicates a row.
+//! same message (after a writer restart or a lost acknowledgement) never duplicates a row; and the
+//! `store` failure that stands in for a record the database refused.
 
 use crate::conn::{Conn, Stmt};
-use crate::val::{opt, text, u64v, Val};
-use crate::DbError;
+use crate::val::{opt, sha256, text, u64v, Val};
+use crate::{DbError, SqlKind};
 use trackmill_types::{
-    Attempt, CleanText, Failure, Record, RecordOutcome, TrackAnalysis, WorkerEvent,
-    ANALYZER_VERSION,
+    Attempt, CleanText, Failure, FailureClass, Record, RecordOutcome, Stage, TrackAnalysis,
+    WorkerEvent, ANALYZER_VERSION,
 };
 
 /// A message waiting for the next commit.
@@ -99,7 +100,7 @@ pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> R
         let names_sql: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
         let sets: Vec<String> = names_sql
             .iter()
-            .filter(|n| **n != "path")
+            .filter(|n| **n != "path" && **n != "path_sha")
             .map(|n| format!("{n} = excluded.{n}"))
             .collect();
         let rows = records
@@ -110,7 +111,7 @@ pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> R
             &mut first,
             &format!("INSERT INTO tracks ({})", names_sql.join(", ")),
             &format!(
-                "ON CONFLICT (path) DO UPDATE SET {} RETURNING id, path",
+                "ON CONFLICT (path_sha) DO UPDATE SET {} RETURNING id, path",
                 sets.join(", ")
             ),
             rows,
@@ -119,9 +120,12 @@ pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> R
     let track_stmts = first.len();
     insert_rows(
         &mut first,
-        "INSERT INTO artists (name)",
-        "ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id, name",
-        names.iter().map(|n| vec![text(n)]).collect(),
+        "INSERT INTO artists (name, name_sha)",
+        "ON CONFLICT (name_sha) DO UPDATE SET name = excluded.name RETURNING id, name",
+        names
+            .iter()
+            .map(|n| vec![text(n), sha256(n.as_bytes())])
+            .collect(),
     );
     let results = conn.query_many(&first)?;
     let mut track_ids = std::collections::HashMap::new();
@@ -143,7 +147,7 @@ pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> R
         let id = track_ids
             .get(r.key.path.as_bytes())
             .copied()
-            .ok_or_else(|| DbError::sql("track upsert returned no id", false))?;
+            .ok_or_else(|| DbError::sql("track upsert returned no id", SqlKind::Fatal))?;
         ids.push(id);
     }
     let id_vals: Vec<Val> = ids.iter().map(|i| Val::I64(*i)).collect();
@@ -182,10 +186,11 @@ pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> R
             }
         }
         let path = Val::Bytes(r.key.path.as_bytes().to_vec());
+        let sha = sha256(r.key.path.as_bytes());
         for at in &r.attempts {
-            attempts.push(attempt_row(&path, track_id, r.run_id, at));
+            attempts.push(attempt_row(&path, &sha, track_id, r.run_id, at));
         }
-        leases.push((path, r.run_id));
+        leases.push((sha, r.run_id));
     }
     insert_rows(
         &mut second,
@@ -209,21 +214,21 @@ pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> R
     );
     insert_rows(
         &mut second,
-        "INSERT INTO attempts (path, track_id, run_id, attempt, class, stage, message, \
+        "INSERT INTO attempts (path, path_sha, track_id, run_id, attempt, class, stage, message, \
          worker_pid, peak_rss_bytes, elapsed_ms, at)",
-        "ON CONFLICT (path, run_id, attempt) DO NOTHING",
+        "ON CONFLICT (path_sha, run_id, attempt, at) DO NOTHING",
         attempts,
     );
     for chunk in leases.chunks(MAX_PARAMS / 2) {
         let mut conds = Vec::with_capacity(chunk.len());
         let mut params = Vec::with_capacity(chunk.len() * 2);
-        for (i, (path, run)) in chunk.iter().enumerate() {
+        for (i, (sha, run)) in chunk.iter().enumerate() {
             conds.push(format!(
-                "(path = ${} AND run_id = ${})",
+                "(path_sha = ${} AND run_id = ${})",
                 2 * i + 1,
                 2 * i + 2
             ));
-            params.push(path.clone());
+            params.push(sha.clone());
             params.push(Val::I64(*run));
         }
         second.push((
@@ -279,6 +284,7 @@ fn track_columns(r: &Record, now: i64) -> Vec<(&'static str, Val)> {
     let version = a.map_or(ANALYZER_VERSION, |a| a.analyzer_version);
     let mut cols = vec![
         ("path", Val::Bytes(r.key.path.as_bytes().to_vec())),
+        ("path_sha", sha256(r.key.path.as_bytes())),
         ("display_path", text(r.key.path.display().as_str())),
         ("size", u64v(r.key.size)),
         ("mtime_ns", Val::I64(r.key.mtime_ns)),
@@ -353,7 +359,7 @@ fn track_columns(r: &Record, now: i64) -> Vec<(&'static str, Val)> {
 }
 
 fn feature_row(track_id: i64, f: &trackmill_types::Features) -> Result<Vec<Val>, DbError> {
-    let data = serde_json::to_value(f).map_err(|e| DbError::sql(e.to_string(), false))?;
+    let data = serde_json::to_value(f).map_err(|e| DbError::sql(e.to_string(), SqlKind::Record))?;
     let r = |v: f32| Val::F64(f64::from(v));
     Ok(vec![
         Val::I64(track_id),
@@ -372,9 +378,10 @@ fn feature_row(track_id: i64, f: &trackmill_types::Features) -> Result<Vec<Val>,
     ])
 }
 
-fn attempt_row(path: &Val, track_id: i64, run_id: i64, at: &Attempt) -> Vec<Val> {
+fn attempt_row(path: &Val, sha: &Val, track_id: i64, run_id: i64, at: &Attempt) -> Vec<Val> {
     vec![
         path.clone(),
+        sha.clone(),
         Val::I64(track_id),
         Val::I64(run_id),
         Val::I64(at.attempt.into()),
@@ -400,4 +407,27 @@ fn event_row(seq: u64, e: &WorkerEvent) -> Vec<Val> {
         text(e.message.as_str()),
         u64v(e.peak_rss_bytes),
     ]
+}
+
+/// The record that stands in for `r` once the database refused it for good: the file as failed,
+/// class and stage `store`, the database's message, and the attempts that came before (the
+/// refusal is the row's failure, not an attempt: a re-sent record adds nothing). `minimal` (when
+/// even that was refused): no attempts, the message cut to 200 characters.
+pub(crate) fn store_failure(r: &Record, message: &str, minimal: bool) -> Record {
+    let message: String = if minimal {
+        message.chars().take(200).collect()
+    } else {
+        message.to_owned()
+    };
+    Record {
+        run_id: r.run_id,
+        key: r.key.clone(),
+        outcome: RecordOutcome::Failed(Failure::new(FailureClass::Store, Stage::Store, &message)),
+        stats: r.stats.clone(),
+        attempts: if minimal {
+            Vec::new()
+        } else {
+            r.attempts.clone()
+        },
+    }
 }

@@ -30,6 +30,13 @@ pub(crate) fn text(s: &str) -> Val {
     Val::Text(s.to_owned())
 }
 
+/// The SHA-256 of `b` (32 bytes): the key that stands for a path or a name in unique indexes,
+/// whatever its length.
+pub(crate) fn sha256(b: &[u8]) -> Val {
+    use sha2::Digest;
+    Val::Bytes(sha2::Sha256::digest(b).to_vec())
+}
+
 pub(crate) fn f32_le(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }

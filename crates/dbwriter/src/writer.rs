@@ -1,14 +1,15 @@
 //! The DB-writer process loop: frames in, batched transactions, acknowledgements after commit,
-//! lease renewal, and reconnect-and-reapply when the database goes away.
+//! lease renewal, reconnect-and-reapply when the database goes away, and a record the database
+//! refuses for good isolated to its own file.
 
 use crate::conn::{local_now_ms, transaction, Conn};
 use crate::store::{self, Pending};
-use crate::{leases, open, runs, DbError, DbUrl, WriterOptions};
+use crate::{leases, open, runs, DbError, DbUrl, SqlKind, WriterOptions};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
-use trackmill_types::{CleanText, FromDb, Hello, Role, ToDb, Verdict};
+use trackmill_types::{CleanText, FromDb, Hello, Record, Role, ToDb, Verdict};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -49,6 +50,15 @@ impl Writer {
         }
     }
 
+    /// Tells the supervisor the error that ends this writer (it logs it; the writer then exits
+    /// non-zero).
+    fn report(&mut self, e: &DbError) {
+        let _ = self.send(&FromDb::Error {
+            message: CleanText::new(&e.to_string()),
+            retrying: false,
+        });
+    }
+
     fn ttl_ms(&self) -> i64 {
         i64::try_from(self.opts.lease_ttl_s.max(1) * 1000).unwrap_or(i64::MAX)
     }
@@ -59,6 +69,7 @@ impl Writer {
 
     /// Runs `op` in a transaction until it commits. Transient failures send one `Error
     /// {retrying: true}`, then reconnect with capped exponential backoff and run `op` again.
+    /// Other errors are returned as they are (rolled back).
     fn retry<T>(&mut self, op: Op<'_, T>) -> Result<T, DbError> {
         let mut delay = BACKOFF_START;
         let mut reported = false;
@@ -97,27 +108,110 @@ impl Writer {
                         }
                     }
                 }
-                Err(e) => {
-                    let _ = self.send(&FromDb::Error {
-                        message: CleanText::new(&e.to_string()),
-                        retrying: false,
-                    });
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Commits everything pending, then acknowledges it.
+    /// Commits everything pending, then acknowledges it: first a `StoreFailed` for each record
+    /// the database refused (stored as a `store` failure instead), then one `Acked` for all.
     fn commit(&mut self) -> Result<(), DbError> {
         self.deadline = None;
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        self.retry(&mut |c| store::write_batch(c, &pending, local_now_ms()))?;
+        let mut refused = Vec::new();
+        self.write_isolating(&pending, &mut refused)?;
+        for (seq, message) in refused {
+            self.send(&FromDb::StoreFailed { seq, message })?;
+        }
         let seqs = pending.iter().map(Pending::seq).collect();
         self.send(&FromDb::Acked { seqs })
+    }
+
+    /// Writes `items` in one transaction. When the database refuses it because of a record's data
+    /// ([`SqlKind::Record`]), each half is written on its own, down to the item that causes it
+    /// (a batch of n with one such item: about 2·log2(n) transactions): a record is replaced by
+    /// its store failure and named in `refused`; an event is dropped with an error in the log.
+    fn write_isolating(
+        &mut self,
+        items: &[Pending],
+        refused: &mut Vec<(u64, CleanText)>,
+    ) -> Result<(), DbError> {
+        let e = match self.retry(&mut |c| store::write_batch(c, items, local_now_ms())) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_record() => e,
+            Err(e) => return Err(e),
+        };
+        if items.len() > 1 {
+            let (a, b) = items.split_at(items.len() / 2);
+            self.write_isolating(a, refused)?;
+            return self.write_isolating(b, refused);
+        }
+        let message = e.message();
+        match &items[0] {
+            Pending::Store(seq, r) => {
+                tracing::warn!(
+                    "{}: the database refused the record; stored as failed (store): {message}",
+                    r.key.path.display()
+                );
+                self.store_refused(r, &message)?;
+                refused.push((*seq, CleanText::new(&message)));
+            }
+            Pending::Event(seq, _) => {
+                tracing::error!("worker event {seq} dropped: the database refused it: {message}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the `store` failure that stands in for `r`; if the database refuses that too, a
+    /// minimal one. When not even that goes in, the database takes nothing from this writer:
+    /// the error is final.
+    fn store_refused(&mut self, r: &Record, message: &str) -> Result<(), DbError> {
+        let mut last = String::new();
+        for minimal in [false, true] {
+            let stand_in = [Pending::Store(
+                0,
+                Box::new(store::store_failure(r, message, minimal)),
+            )];
+            match self.retry(&mut |c| store::write_batch(c, &stand_in, local_now_ms())) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_record() => last = e.message(),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DbError::sql(
+            format!(
+                "not even a failure row for {} could be stored: {last} (first refusal: {message})",
+                r.key.path.display()
+            ),
+            SqlKind::Fatal,
+        ))
+    }
+
+    /// Runs the checkpoint for `files` (see [`leases::check`]); without an open run nothing can
+    /// be leased, so every file is `Todo`.
+    fn check(
+        &mut self,
+        policy: &trackmill_types::CheckPolicy,
+        files: &[trackmill_types::FileKey],
+        lease: bool,
+    ) -> Result<Vec<Verdict>, DbError> {
+        match self.run_id {
+            Some(run) => {
+                let ttl = self.ttl_ms();
+                self.retry(&mut |c| leases::check(c, run, policy, files, ttl, lease))
+            }
+            None => {
+                self.send(&FromDb::Error {
+                    message: CleanText::new("Check or Lease before StartRun: nothing leased"),
+                    retrying: false,
+                })?;
+                Ok(vec![Verdict::Todo; files.len()])
+            }
+        }
     }
 
     fn handle(&mut self, msg: ToDb) -> Result<(), DbError> {
@@ -137,21 +231,18 @@ impl Writer {
                 query,
                 policy,
                 files,
+                lease,
             } => {
-                let verdicts = match self.run_id {
-                    Some(run) => {
-                        let ttl = self.ttl_ms();
-                        self.retry(&mut |c| leases::check(c, run, &policy, &files, ttl))?
-                    }
-                    None => {
-                        self.send(&FromDb::Error {
-                            message: CleanText::new("Check before StartRun: nothing leased"),
-                            retrying: false,
-                        })?;
-                        vec![Verdict::Todo; files.len()]
-                    }
-                };
+                let verdicts = self.check(&policy, &files, lease)?;
                 self.send(&FromDb::CheckResult { query, verdicts })
+            }
+            ToDb::Lease {
+                query,
+                policy,
+                files,
+            } => {
+                let verdicts = self.check(&policy, &files, true)?;
+                self.send(&FromDb::Leased { query, verdicts })
             }
             ToDb::ClaimExpired {
                 query,
@@ -244,7 +335,10 @@ pub fn run(url: &DbUrl, chan: UnixStream, opts: WriterOptions) -> Result<(), DbE
     };
     w.send(&FromDb::Hello(Hello::new(Role::DbWriter)))?;
     // Connect (and migrate) now, retrying like any other outage.
-    w.retry(&mut |_| Ok(()))?;
+    if let Err(e) = w.retry(&mut |_| Ok(())) {
+        w.report(&e);
+        return Err(e);
+    }
     tracing::info!("db writer on {}", url.redacted());
 
     let (tx, rx) = mpsc::channel::<Result<ToDb, FrameError>>();
@@ -279,6 +373,9 @@ pub fn run(url: &DbUrl, chan: UnixStream, opts: WriterOptions) -> Result<(), DbE
             break Err(e);
         }
     };
+    if let Err(e) = &result {
+        w.report(e);
+    }
     // On an error the reader may still block on the channel; shutting it down ends the thread.
     let _ = w.out.shutdown(std::net::Shutdown::Both);
     let _ = reader_thread.join();

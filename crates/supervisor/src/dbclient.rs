@@ -7,10 +7,18 @@ use crate::spawn::{signal_group, spawn_child, ChildSpec};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
-use trackmill_types::{CheckPolicy, FileKey, FromDb, RecordOutcome, Role, ToDb, Verdict};
+use trackmill_types::{
+    CheckPolicy, FileKey, FromDb, PathBytes, RecordOutcome, Role, ToDb, Verdict,
+};
+
+/// Files paired with their verdicts, in order (a missing verdict is `Todo`).
+fn zip_verdicts(files: Vec<FileKey>, verdicts: Vec<Verdict>) -> Vec<(FileKey, Verdict)> {
+    let verdicts = verdicts.into_iter().chain(std::iter::repeat(Verdict::Todo));
+    files.into_iter().zip(verdicts).collect()
+}
 
 /// The most control messages that can wait for an answer at once (see `DbClient::control`).
-pub const MAX_CONTROL: usize = 5;
+pub const MAX_CONTROL: usize = 6;
 
 /// A writer that dies this many times in a row without committing anything cannot make
 /// progress (bad database, or data it refuses every time): the run fails.
@@ -52,8 +60,18 @@ pub enum DbReply {
     /// The writer speaks another protocol: the run cannot go on.
     Refused(String),
     RunStarted(i64),
-    /// The verdicts of the outstanding skip-check, one per file (missing ones are `Todo`).
+    /// The verdicts of the outstanding skip-check, one per file (missing ones are `Todo`); no
+    /// file is leased yet.
     Checked(Vec<(FileKey, Verdict)>),
+    /// The verdicts of the outstanding lease: `Todo` files are now this run's (dispatch them),
+    /// `Done` ones were stored meanwhile, `Busy` ones are another live run's.
+    Leased(Vec<(FileKey, Verdict)>),
+    /// The database refused a stored record for good; the file is stored as a `store` failure
+    /// with the database's message instead (and counted so once committed).
+    StoreRefused {
+        path: PathBytes,
+        message: String,
+    },
     /// Files whose expired leases this run now holds, and how many other live runs still hold.
     Claimed {
         files: Vec<FileKey>,
@@ -77,11 +95,15 @@ pub struct DbClient {
     next_seq: u64,
     /// The outstanding skip-check's files, to match its verdicts (the message is in `control`).
     check: Option<(u64, Vec<FileKey>)>,
+    /// The outstanding lease's files, likewise.
+    lease: Option<(u64, Vec<FileKey>)>,
+    /// Stored records the database refused: they commit as `store` failures.
+    refused: std::collections::BTreeSet<u64>,
     claim: Option<u64>,
     /// Control messages (run start/end, flush, the check, the claim) not yet answered, re-sent
     /// after a restart. At most [`MAX_CONTROL`]: one `StartRun`, the one outstanding `Check`
-    /// (`check`), the one outstanding `ClaimExpired` (`claim`), and the run's `EndRun` and
-    /// `Flush`, sent once when it finishes.
+    /// (`check`), the one outstanding `Lease` (`lease`), the one outstanding `ClaimExpired`
+    /// (`claim`), and the run's `EndRun` and `Flush`, sent once when it finishes.
     control: Vec<ToDb>,
     next_query: u64,
     run_id: Option<i64>,
@@ -105,6 +127,8 @@ impl DbClient {
             unacked: BTreeMap::new(),
             next_seq: 1,
             check: None,
+            lease: None,
+            refused: Default::default(),
             claim: None,
             control: Vec::new(),
             next_query: 1,
@@ -148,6 +172,10 @@ impl DbClient {
 
     pub fn checking(&self) -> bool {
         self.check.is_some()
+    }
+
+    pub fn leasing(&self) -> bool {
+        self.lease.is_some()
     }
 
     pub fn claiming(&self) -> bool {
@@ -211,8 +239,25 @@ impl DbClient {
                     return DbReply::Nothing;
                 };
                 self.answered(|m| matches!(m, ToDb::Check { query: x, .. } if *x == q));
-                let verdicts = verdicts.into_iter().chain(std::iter::repeat(Verdict::Todo));
-                DbReply::Checked(files.into_iter().zip(verdicts).collect())
+                DbReply::Checked(zip_verdicts(files, verdicts))
+            }
+            FromDb::Leased { query, verdicts } => {
+                let Some((q, files)) = self.lease.take_if(|(q, _)| *q == query) else {
+                    return DbReply::Nothing;
+                };
+                self.answered(|m| matches!(m, ToDb::Lease { query: x, .. } if *x == q));
+                DbReply::Leased(zip_verdicts(files, verdicts))
+            }
+            FromDb::StoreFailed { seq, message } => {
+                let Some(ToDb::Store { record, .. }) = self.unacked.get(&seq) else {
+                    return DbReply::Nothing;
+                };
+                let path = record.key.path.clone();
+                self.refused.insert(seq);
+                DbReply::StoreRefused {
+                    path,
+                    message: message.as_str().to_string(),
+                }
             }
             FromDb::Claimed {
                 query,
@@ -231,11 +276,17 @@ impl DbClient {
             }
             FromDb::Acked { seqs } => {
                 self.progressed |= !seqs.is_empty();
-                let committed = seqs
-                    .iter()
-                    .filter_map(|s| self.unacked.remove(s))
-                    .filter_map(|m| Committed::of(&m))
-                    .collect();
+                let mut committed = Vec::new();
+                for seq in seqs {
+                    let Some(m) = self.unacked.remove(&seq) else {
+                        continue;
+                    };
+                    if self.refused.remove(&seq) {
+                        committed.push(Committed::Failed(trackmill_types::FailureClass::Store));
+                    } else if let Some(c) = Committed::of(&m) {
+                        committed.push(c);
+                    }
+                }
                 DbReply::Committed(committed)
             }
             FromDb::Flushed { token } => {
@@ -320,6 +371,19 @@ impl DbClient {
         self.next_query += 1;
         self.check = Some((query, files.clone()));
         self.send_control(ToDb::Check {
+            query,
+            policy,
+            files,
+            lease: false,
+        });
+    }
+
+    /// Leases files this run is about to dispatch (answered by `Leased`).
+    pub fn send_lease(&mut self, policy: CheckPolicy, files: Vec<FileKey>) {
+        let query = self.next_query;
+        self.next_query += 1;
+        self.lease = Some((query, files.clone()));
+        self.send_control(ToDb::Lease {
             query,
             policy,
             files,
@@ -476,5 +540,62 @@ mod tests {
         db.on_reply(FromDb::Acked { seqs: vec![7] });
         db.on_exit(t);
         assert_eq!(db.failed_starts(), 0);
+    }
+
+    #[test]
+    fn a_refused_record_commits_as_a_store_failure() {
+        use trackmill_types::{Failure, FailureClass, FileStats, Record, RecordOutcome, Stage};
+        let mut db = client();
+        let record = |n| Record {
+            run_id: 1,
+            key: key(n),
+            outcome: RecordOutcome::Failed(Failure::new(FailureClass::Corrupt, Stage::Decode, "x")),
+            stats: FileStats::default(),
+            attempts: Vec::new(),
+        };
+        for n in 0..2 {
+            db.send_acked(|seq| ToDb::Store {
+                seq,
+                record: Box::new(record(n)),
+            });
+        }
+        let refused = db.on_reply(FromDb::StoreFailed {
+            seq: 2,
+            message: CleanText::new("value too long"),
+        });
+        assert_eq!(
+            refused,
+            DbReply::StoreRefused {
+                path: key(1).path,
+                message: "value too long".into()
+            }
+        );
+        assert_eq!(
+            db.on_reply(FromDb::Acked { seqs: vec![1, 2] }),
+            DbReply::Committed(vec![
+                Committed::Failed(FailureClass::Corrupt),
+                Committed::Failed(FailureClass::Store),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_lease_answer_is_matched_to_its_files() {
+        let mut db = client();
+        db.send_lease(policy(), vec![key(0), key(1), key(2)]);
+        assert!(db.leasing());
+        let r = db.on_reply(FromDb::Leased {
+            query: 1,
+            verdicts: vec![Verdict::Todo, Verdict::Busy, Verdict::Done],
+        });
+        assert_eq!(
+            r,
+            DbReply::Leased(vec![
+                (key(0), Verdict::Todo),
+                (key(1), Verdict::Busy),
+                (key(2), Verdict::Done)
+            ])
+        );
+        assert!(!db.leasing() && db.settled());
     }
 }

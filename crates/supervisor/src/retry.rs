@@ -37,7 +37,7 @@ pub fn decide(history: &[Attempt], max_attempts: u32, base: Duration) -> Decisio
         alone,
     };
     match last.failure.class {
-        FailureClass::Corrupt => Decision::Fail,
+        FailureClass::Corrupt | FailureClass::Store => Decision::Fail,
         FailureClass::Killed => Decision::Retry {
             delay: Duration::ZERO,
             alone: false,

@@ -102,7 +102,11 @@ struct Supervisor {
     policy: CheckPolicy,
     events_tx: mpsc::UnboundedSender<Event>,
     pool: Pool<OsProcesses>,
+    /// Checked files that need analysis, not yet leased.
     ready: std::collections::VecDeque<FileJob>,
+    /// Files leased to this run and waiting for a worker: at most the queue depth, so a host
+    /// holds only what it is about to dispatch and other hosts share the rest.
+    leased: std::collections::VecDeque<FileJob>,
     retries: Vec<FileJob>,
     db: DbClient,
     run_id: i64,
@@ -191,6 +195,7 @@ impl Supervisor {
             events_tx,
             pool: Pool::new(procs, workers, PoolSettings::new(&cfg), now),
             ready: Default::default(),
+            leased: Default::default(),
             retries: Vec::new(),
             db: DbClient::new(db_spec),
             run_id: 0,
@@ -356,6 +361,11 @@ fn now_ms() -> i64 {
 }
 
 impl Supervisor {
+    /// Files waiting for a worker: checked, leased, or waiting for their retry.
+    fn queued(&self) -> usize {
+        self.ready.len() + self.leased.len() + self.retries.len()
+    }
+
     fn wants_scan_batch(&self) -> bool {
         self.phase == Phase::Running
             && !self.scan_done
@@ -365,7 +375,7 @@ impl Supervisor {
             // wait for a skip-check round trip; memory stays O(queue depth + batch). Failed files
             // waiting for their retry count against the queue: a library whose files all fail fast
             // must not pile up retries while the walk goes on.
-            && self.ready.len() + self.retries.len() < self.cfg.queue_depth() + scanner::BATCH
+            && self.queued() < self.cfg.queue_depth() + scanner::BATCH
     }
 
     // ------------------------------------------------------------------ events
@@ -488,6 +498,7 @@ impl Supervisor {
                 // A failed start was logged and counted by the pool; the next step tries again.
                 let _ = self.pool.spawn_missing(self.pressure.limit(), now);
                 self.pool.shrink(self.pool.target(), now);
+                self.maybe_lease();
                 self.dispatch(now);
                 self.maybe_claim();
                 if self.work_done() {
@@ -559,8 +570,8 @@ impl Supervisor {
     fn queues_empty(&self) -> bool {
         self.scan_done
             && !self.db.checking()
-            && self.ready.is_empty()
-            && self.retries.is_empty()
+            && !self.db.leasing()
+            && self.queued() == 0
             && self.pool.busy() == 0
     }
 
@@ -582,7 +593,19 @@ impl Supervisor {
         }
     }
 
-    /// Hands due retries, then checked files, to idle workers while the busy limit allows.
+    /// Leases the next checked files when fewer than the queue depth wait leased: a host leases
+    /// a file when it is about to dispatch it, not when its scanner batch is checked.
+    fn maybe_lease(&mut self) {
+        let room = self.cfg.queue_depth().saturating_sub(self.leased.len());
+        if room == 0 || self.ready.is_empty() || self.db.leasing() || !self.db.ready() {
+            return;
+        }
+        let n = room.min(self.ready.len());
+        let files = self.ready.drain(..n).map(|j| j.key).collect();
+        self.db.send_lease(self.policy.clone(), files);
+    }
+
+    /// Hands due retries, then leased files, to idle workers while the busy limit allows.
     fn dispatch(&mut self, now: Instant) {
         if self.db.unacked() >= self.cfg.database.max_unacked || self.paused() {
             return;
@@ -606,7 +629,7 @@ impl Supervisor {
             let job = match due {
                 Some(i) if self.retries[i].alone && busy > 0 => return,
                 Some(i) => self.retries.swap_remove(i),
-                None => match self.ready.pop_front() {
+                None => match self.leased.pop_front() {
                     Some(j) => j,
                     None => return,
                 },

@@ -39,10 +39,14 @@ pub enum FailureClass {
     Protocol,
     /// EAGAIN, NFS hiccup and other passing I/O trouble. Retried with backoff.
     Transient,
+    /// The database refused the file's record for good (a constraint, a value out of range, a
+    /// program limit): the DB writer stores the file as failed with the database's message instead.
+    /// Not retried; the file is analysed again only with `--retry-failed`.
+    Store,
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 7] = [
+    pub const ALL: [FailureClass; 8] = [
         FailureClass::Corrupt,
         FailureClass::Oom,
         FailureClass::Timeout,
@@ -50,6 +54,7 @@ impl FailureClass {
         FailureClass::Killed,
         FailureClass::Protocol,
         FailureClass::Transient,
+        FailureClass::Store,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +66,7 @@ impl FailureClass {
             FailureClass::Killed => "killed",
             FailureClass::Protocol => "protocol",
             FailureClass::Transient => "transient",
+            FailureClass::Store => "store",
         }
     }
 
@@ -80,6 +86,8 @@ pub enum Stage {
     Model,
     /// The worker died or hung; the stage it was in is not known.
     Worker,
+    /// Writing the result to the database (the DB writer).
+    Store,
 }
 
 impl Stage {
@@ -92,6 +100,7 @@ impl Stage {
             Stage::Features => "features",
             Stage::Model => "model",
             Stage::Worker => "worker",
+            Stage::Store => "store",
         }
     }
 }

@@ -148,10 +148,11 @@ pub struct CheckPolicy {
     pub models: Vec<CleanText>,
 }
 
-/// The DB writer's answer for one file of a `Check`.
+/// The DB writer's answer for one file of a `Check` or a `Lease`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
-    /// Needs analysis; now leased to this run.
+    /// Needs analysis. After `Lease` (or `Check` with `lease: true`) it is now leased to this run;
+    /// after `Check` with `lease: false` no other live run holds it, but nothing was leased.
     Todo,
     /// A stored row matches path, size, mtime and analyser version (or a failure that policy keeps).
     Done,
@@ -171,8 +172,21 @@ pub enum ToDb {
     /// its leases stay its own; answered by `RunStarted` with the same id.
     ResumeRun { run_id: i64 },
     /// "Already analysed?" for a batch; answered by `CheckResult` with one [`Verdict`] per file.
-    /// `Todo` files are now leased to the current run.
+    /// With `lease: false` nothing is leased (a host checks a scanner batch, then leases each file
+    /// with `Lease` when it is about to dispatch it); with `lease: true` the `Todo` files are
+    /// leased to the current run at once.
     Check {
+        query: u64,
+        policy: CheckPolicy,
+        files: Vec<FileKey>,
+        lease: bool,
+    },
+    /// Leases these files (a handful, about to be dispatched) to the current run; answered by
+    /// `Leased` with one [`Verdict`] per file: `Todo` (leased now: dispatch it), `Done` (stored
+    /// meanwhile, by this or another run: skip it) or `Busy` (another live run holds it: leave it;
+    /// `ClaimExpired` takes it over if that run dies). A lease this run already holds (taken
+    /// before, or claimed) stays its own: `Todo`.
+    Lease {
         query: u64,
         policy: CheckPolicy,
         files: Vec<FileKey>,
@@ -208,6 +222,11 @@ pub enum FromDb {
         query: u64,
         verdicts: Vec<Verdict>,
     },
+    /// The answer to `Lease`: one verdict per file, in order.
+    Leased {
+        query: u64,
+        verdicts: Vec<Verdict>,
+    },
     /// Files now leased to this run, and how many files other live runs still hold.
     Claimed {
         query: u64,
@@ -217,6 +236,15 @@ pub enum FromDb {
     /// Sequence numbers of `Store` and `Event` messages now committed.
     Acked {
         seqs: Vec<u64>,
+    },
+    /// The database refused the record of `Store` `seq` for good (a constraint, a value out of
+    /// range, a program limit): the file is stored as failed with class and stage `store` and
+    /// `message` (the database's error) instead, and the rest of its batch is committed as sent.
+    /// Sent before the `Acked` that carries `seq`: that file counts as failed (`store`), not as
+    /// what its record said.
+    StoreFailed {
+        seq: u64,
+        message: CleanText,
     },
     Flushed {
         token: u64,

@@ -70,6 +70,15 @@ impl Backend {
         }
     }
 
+    /// A literal for `bytes` in this dialect's SQL.
+    pub fn bytes_lit(&self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|x| format!("{x:02x}")).collect();
+        match self {
+            Backend::Sqlite(_) => format!("X'{hex}'"),
+            Backend::Pg { .. } => format!("'\\x{hex}'::bytea"),
+        }
+    }
+
     pub fn exec(&self, sql: &str) {
         match self {
             Backend::Sqlite(d) => {
@@ -169,12 +178,29 @@ impl Client {
         }
     }
 
+    /// `Check` that leases the `Todo` files.
     pub fn check(&mut self, query: u64, policy: CheckPolicy, files: Vec<FileKey>) -> Vec<Verdict> {
+        self.check_with(query, policy, files, true)
+    }
+
+    /// `Check` that leases nothing.
+    pub fn peek(&mut self, query: u64, policy: CheckPolicy, files: Vec<FileKey>) -> Vec<Verdict> {
+        self.check_with(query, policy, files, false)
+    }
+
+    fn check_with(
+        &mut self,
+        query: u64,
+        policy: CheckPolicy,
+        files: Vec<FileKey>,
+        lease: bool,
+    ) -> Vec<Verdict> {
         let n = files.len();
         self.send(&ToDb::Check {
             query,
             policy,
             files,
+            lease,
         });
         match self.recv() {
             FromDb::CheckResult { query: q, verdicts } => {
@@ -186,17 +212,51 @@ impl Client {
         }
     }
 
+    /// `Lease`, answered by `Leased`.
+    pub fn lease(&mut self, query: u64, policy: CheckPolicy, files: Vec<FileKey>) -> Vec<Verdict> {
+        let n = files.len();
+        self.send(&ToDb::Lease {
+            query,
+            policy,
+            files,
+        });
+        match self.recv() {
+            FromDb::Leased { query: q, verdicts } => {
+                assert_eq!(q, query);
+                assert_eq!(verdicts.len(), n);
+                verdicts
+            }
+            other => panic!("expected Leased, got {other:?}"),
+        }
+    }
+
     /// Sends Flush and collects acks until Flushed.
     pub fn flush(&mut self, token: u64) -> Vec<u64> {
+        let (acked, refused) = self.flush_refused(token);
+        assert!(refused.is_empty(), "records refused: {refused:?}");
+        acked
+    }
+
+    /// Sends Flush; the acks and the `StoreFailed` (seq, message) pairs until Flushed. Each
+    /// refused seq must come before the ack that carries it.
+    pub fn flush_refused(&mut self, token: u64) -> (Vec<u64>, Vec<(u64, String)>) {
         self.send(&ToDb::Flush { token });
         let mut acked = Vec::new();
+        let mut refused: Vec<(u64, String)> = Vec::new();
         let mut errors = Vec::new();
         loop {
             match self.recv_skip_errors(&mut errors) {
                 FromDb::Acked { seqs } => acked.extend(seqs),
+                FromDb::StoreFailed { seq, message } => {
+                    assert!(!acked.contains(&seq), "StoreFailed {seq} after its ack");
+                    refused.push((seq, message.into_string()));
+                }
                 FromDb::Flushed { token: t } => {
                     assert_eq!(t, token);
-                    return acked;
+                    for (seq, _) in &refused {
+                        assert!(acked.contains(seq), "refused {seq} never acked");
+                    }
+                    return (acked, refused);
                 }
                 other => panic!("unexpected {other:?}"),
             }

@@ -55,15 +55,18 @@ impl Supervisor {
             }
             DbReply::Checked(verdicts) => {
                 for (key, v) in verdicts {
-                    match v {
-                        Verdict::Todo => self.ready.push_back(FileJob::new(key)),
-                        Verdict::Done => self.summary.skipped_unchanged += 1,
-                        Verdict::Busy => {
-                            self.summary.files_seen -= 1;
-                            self.summary.busy_elsewhere += 1;
-                        }
-                    }
+                    self.on_verdict(key, v, false);
                 }
+            }
+            DbReply::Leased(verdicts) => {
+                for (key, v) in verdicts {
+                    self.on_verdict(key, v, true);
+                }
+            }
+            DbReply::StoreRefused { path, message } => {
+                tracing::error!(
+                    "database refused the record of {path:?}; stored as a store failure: {message}"
+                );
             }
             DbReply::Claimed {
                 files,
@@ -82,7 +85,7 @@ impl Supervisor {
                 }
                 for key in files {
                     self.summary.files_seen += 1;
-                    self.ready.push_back(FileJob::new(key));
+                    self.leased.push_back(FileJob::new(key));
                 }
             }
             DbReply::Error { message, retrying } => {
@@ -94,6 +97,20 @@ impl Supervisor {
                 } else {
                     tracing::error!("database: {message}");
                 }
+            }
+        }
+    }
+
+    /// A checked (`leased: false`) or leased file: `Todo` joins the queue (checked files wait to
+    /// be leased), `Done` is skipped, `Busy` belongs to another live run.
+    fn on_verdict(&mut self, key: trackmill_types::FileKey, v: Verdict, leased: bool) {
+        match v {
+            Verdict::Todo if leased => self.leased.push_back(FileJob::new(key)),
+            Verdict::Todo => self.ready.push_back(FileJob::new(key)),
+            Verdict::Done => self.summary.skipped_unchanged += 1,
+            Verdict::Busy => {
+                self.summary.files_seen -= 1;
+                self.summary.busy_elsewhere += 1;
             }
         }
     }

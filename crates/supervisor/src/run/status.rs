@@ -31,7 +31,7 @@ impl Supervisor {
                 || self.service.as_ref().is_some_and(|s| s.changes_waiting()),
             target_workers: self.pool.target() as u32,
             workers,
-            queue_ready: self.ready.len() as u64,
+            queue_ready: (self.ready.len() + self.leased.len()) as u64,
             queue_retries: self.retries.len() as u64,
             db_writer: DbWriterStatus {
                 pid: self.db.pid(),
