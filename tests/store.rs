@@ -116,9 +116,10 @@ fn one_poison_record_costs_one_file(url: &str, refuse: impl FnOnce()) {
     assert!(artists.len() > 1000, "the long artist is stored: {row:#}");
     let poison = stored_url(url, &lib.poison);
     assert_eq!(poison["status"], "failed", "{poison:#}");
-    assert_eq!(poison["class"], "store", "{poison:#}");
+    assert_eq!(poison["failure_class"], "store", "{poison:#}");
+    assert_eq!(poison["failure_stage"], "store", "{poison:#}");
     assert!(
-        poison["message"]
+        poison["failure_message"]
             .as_str()
             .unwrap()
             .contains("refused_for_the_test"),
@@ -138,7 +139,8 @@ fn sqlite_a_refused_record_costs_one_file() {
     let db = db_dir.path().join("t.db");
     let url = format!("sqlite://{}", db.display());
     one_poison_record_costs_one_file(&url, || {
-        open_db(&db)
+        rusqlite::Connection::open(&db)
+            .unwrap()
             .execute_batch(
                 "CREATE TRIGGER refuse BEFORE INSERT ON tracks \
                  WHEN NEW.status = 'analyzed' AND NEW.display_path LIKE '%poison%' \
