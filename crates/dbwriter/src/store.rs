@@ -12,15 +12,15 @@ use trackmill_types::{
 
 /// A message waiting for the next commit.
 #[derive(Clone, Debug)]
-pub(crate) enum Pending {
+pub(crate) enum BatchItem {
     Store(u64, Box<Record>),
     Event(u64, WorkerEvent),
 }
 
-impl Pending {
+impl BatchItem {
     pub fn seq(&self) -> u64 {
         match self {
-            Pending::Store(s, _) | Pending::Event(s, _) => *s,
+            BatchItem::Store(s, _) | BatchItem::Event(s, _) => *s,
         }
     }
 }
@@ -71,11 +71,11 @@ fn delete_in(out: &mut Vec<Stmt>, table: &str, col: &str, keys: &[Val]) {
 /// others need (tracks, artists), in path and name order so concurrent writers lock rows alike;
 /// then children and events. Every statement is an upsert or replaces what it writes, so a batch
 /// applied twice leaves the same rows as once.
-pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> Result<(), DbError> {
+pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[BatchItem], now: i64) -> Result<(), DbError> {
     // One record per path (the last one sent wins): a multi-row upsert may touch a row once.
     let mut latest = std::collections::BTreeMap::new();
     for p in items {
-        if let Pending::Store(_, r) = p {
+        if let BatchItem::Store(_, r) = p {
             latest.insert(r.key.path.as_bytes(), r.as_ref());
         }
     }
@@ -239,8 +239,8 @@ pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[Pending], now: i64) -> R
     let events = items
         .iter()
         .filter_map(|p| match p {
-            Pending::Event(seq, e) => Some(event_row(*seq, e)),
-            Pending::Store(..) => None,
+            BatchItem::Event(seq, e) => Some(event_row(*seq, e)),
+            BatchItem::Store(..) => None,
         })
         .collect();
     insert_rows(

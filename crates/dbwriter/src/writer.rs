@@ -3,7 +3,7 @@
 //! refuses for good isolated to its own file.
 
 use crate::conn::{local_now_ms, transaction, Conn};
-use crate::store::{self, Pending};
+use crate::store::{self, BatchItem};
 use crate::{leases, open, runs, DbError, DbUrl, SqlKind, WriterOptions};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
@@ -20,7 +20,7 @@ struct Writer {
     out: UnixStream,
     opts: WriterOptions,
     run_id: Option<i64>,
-    pending: Vec<Pending>,
+    pending: Vec<BatchItem>,
     deadline: Option<Instant>,
     next_renew: Instant,
     peer_gone: bool,
@@ -126,7 +126,7 @@ impl Writer {
         for (seq, message) in refused {
             self.send(&FromDb::StoreFailed { seq, message })?;
         }
-        let seqs = pending.iter().map(Pending::seq).collect();
+        let seqs = pending.iter().map(BatchItem::seq).collect();
         self.send(&FromDb::Acked { seqs })
     }
 
@@ -136,7 +136,7 @@ impl Writer {
     /// its store failure and named in `refused`; an event is dropped with an error in the log.
     fn write_isolating(
         &mut self,
-        items: &[Pending],
+        items: &[BatchItem],
         refused: &mut Vec<(u64, CleanText)>,
     ) -> Result<(), DbError> {
         let e = match self.retry(&mut |c| store::write_batch(c, items, local_now_ms())) {
@@ -151,7 +151,7 @@ impl Writer {
         }
         let message = e.message();
         match &items[0] {
-            Pending::Store(seq, r) => {
+            BatchItem::Store(seq, r) => {
                 tracing::warn!(
                     "{}: the database refused the record; stored as failed (store): {message}",
                     r.key.path.display()
@@ -159,7 +159,7 @@ impl Writer {
                 self.store_refused(r, &message)?;
                 refused.push((*seq, CleanText::new(&message)));
             }
-            Pending::Event(seq, _) => {
+            BatchItem::Event(seq, _) => {
                 tracing::error!("worker event {seq} dropped: the database refused it: {message}");
             }
         }
@@ -172,7 +172,7 @@ impl Writer {
     fn store_refused(&mut self, r: &Record, message: &str) -> Result<(), DbError> {
         let mut last = String::new();
         for minimal in [false, true] {
-            let stand_in = [Pending::Store(
+            let stand_in = [BatchItem::Store(
                 0,
                 Box::new(store::store_failure(r, message, minimal)),
             )];
@@ -262,8 +262,8 @@ impl Writer {
                     still_leased,
                 })
             }
-            ToDb::Store { seq, record } => self.push(Pending::Store(seq, record)),
-            ToDb::Event { seq, event } => self.push(Pending::Event(seq, event)),
+            ToDb::Store { seq, record } => self.push(BatchItem::Store(seq, record)),
+            ToDb::Event { seq, event } => self.push(BatchItem::Event(seq, event)),
             ToDb::Flush { token } => {
                 self.commit()?;
                 self.send(&FromDb::Flushed { token })
@@ -283,7 +283,7 @@ impl Writer {
         }
     }
 
-    fn push(&mut self, p: Pending) -> Result<(), DbError> {
+    fn push(&mut self, p: BatchItem) -> Result<(), DbError> {
         self.pending.push(p);
         if self.pending.len() >= self.opts.batch_max.max(1) {
             return self.commit();
