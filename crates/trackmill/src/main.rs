@@ -9,6 +9,7 @@ mod inspect;
 mod logging;
 mod models;
 mod serve;
+mod similar;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};
@@ -81,6 +82,8 @@ enum Cmd {
     Serve(serve::ServeArgs),
     #[command(flatten)]
     Ctl(ctl::CtlCmd),
+    #[command(flatten)]
+    Similar(similar::SimilarCmd),
     /// Analyse files through a capped worker and print the result (nothing is stored).
     Inspect(inspect::InspectArgs),
     /// Check the ONNX Runtime, the models, the GPU, the database and the effective limits.
@@ -182,6 +185,7 @@ fn main() -> ExitCode {
         Cmd::Scan(args) => scan(args),
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Ctl(cmd) => ctl::run(cmd),
+        Cmd::Similar(cmd) => similar::run(cmd),
         Cmd::Inspect(args) => inspect::run(args),
         Cmd::Doctor(args) => doctor::run(args),
     }

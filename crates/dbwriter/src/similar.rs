@@ -1,0 +1,184 @@
+//! Read side for the similarity queries: analysed tracks with what their similarity vector is
+//! built from (features, chosen embeddings, first artist, album, duration), one by path or all of
+//! them streamed in chunks of bounded size (keyset pagination on the row id), so a query's memory
+//! does not grow with the library, in both sinks.
+
+use crate::conn::Conn;
+use crate::val::Val;
+use crate::{annotate, open, DbError, DbUrl};
+use trackmill_types::analysis::{Embedding, Features, TrackAnalysis};
+use trackmill_types::CleanText;
+
+/// One analysed track as the similarity queries read it. `analysis` holds the stored features
+/// and the requested embeddings only (tags and audio properties are the fields beside it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredTrack {
+    pub id: i64,
+    /// The path as stored (bytes).
+    pub path: Vec<u8>,
+    pub title: Option<String>,
+    /// First track artist.
+    pub artist: Option<String>,
+    pub album: Option<String>,
+    pub album_artist: Option<String>,
+    pub duration_s: Option<f64>,
+    pub analysis: TrackAnalysis,
+}
+
+/// A read connection for similarity queries.
+pub struct TrackReader {
+    conn: Box<dyn Conn>,
+    models: Vec<String>,
+}
+
+const COLS: &str = "t.id, t.path, t.title, t.album, t.album_artist, \
+                    COALESCE(t.duration_s, t.decoded_s), f.data";
+
+fn opt_text(v: &Val) -> Option<String> {
+    v.str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn features(v: &Val) -> Option<Features> {
+    match v {
+        Val::Text(s) => serde_json::from_str(s).ok(),
+        Val::Json(j) => serde_json::from_value(j.clone()).ok(),
+        _ => None,
+    }
+}
+
+fn track(row: &[Val]) -> StoredTrack {
+    StoredTrack {
+        id: row[0].i64().unwrap_or(0),
+        path: row[1].bytes().unwrap_or_default().to_vec(),
+        title: opt_text(&row[2]),
+        album: opt_text(&row[3]),
+        album_artist: opt_text(&row[4]),
+        duration_s: match row[5] {
+            Val::F64(f) => Some(f),
+            Val::I64(i) => Some(i as f64),
+            _ => None,
+        },
+        artist: None,
+        analysis: TrackAnalysis {
+            features: features(&row[6]),
+            ..TrackAnalysis::default()
+        },
+    }
+}
+
+impl TrackReader {
+    /// Opens the database (applying migrations, as every reader does); `models` names the
+    /// embeddings to read with each track (others are not fetched).
+    pub fn open(url: &DbUrl, models: &[&str]) -> Result<Self, DbError> {
+        Ok(TrackReader {
+            conn: open(url).map_err(|e| annotate(url, e))?,
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+        })
+    }
+
+    /// Fills artists and embeddings of tracks whose ids lie in `lo..=hi`.
+    fn complete(&mut self, tracks: &mut [StoredTrack], lo: i64, hi: i64) -> Result<(), DbError> {
+        if tracks.is_empty() {
+            return Ok(());
+        }
+        let range = [Val::I64(lo), Val::I64(hi)];
+        let artists = self.conn.query(
+            "SELECT ta.track_id, a.name FROM track_artists ta JOIN artists a ON a.id = ta.artist_id \
+             WHERE ta.position = 0 AND ta.track_id >= $1 AND ta.track_id <= $2",
+            &range,
+        )?;
+        let mut params = range.to_vec();
+        let marks: Vec<String> = (0..self.models.len())
+            .map(|i| format!("${}", i + 3))
+            .collect();
+        params.extend(self.models.iter().map(|m| Val::Text(m.clone())));
+        let emb = if self.models.is_empty() {
+            Vec::new()
+        } else {
+            self.conn.query(
+                &format!(
+                    "SELECT track_id, model, vector FROM embeddings \
+                     WHERE track_id >= $1 AND track_id <= $2 AND model IN ({})",
+                    marks.join(", ")
+                ),
+                &params,
+            )?
+        };
+        let index = |tracks: &[StoredTrack], id: Option<i64>| {
+            id.and_then(|id| tracks.binary_search_by_key(&id, |t| t.id).ok())
+        };
+        for r in artists {
+            if let Some(i) = index(tracks, r[0].i64()) {
+                tracks[i].artist = opt_text(&r[1]);
+            }
+        }
+        for r in emb {
+            if let Some(i) = index(tracks, r[0].i64()) {
+                tracks[i].analysis.embeddings.push(Embedding {
+                    model: CleanText::new(r[1].str().unwrap_or_default()),
+                    values: r[2].f32s().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The analysed track stored for `path`; `None` when there is none (unknown path, or a
+    /// failed file).
+    pub fn track(&mut self, path: &[u8]) -> Result<Option<StoredTrack>, DbError> {
+        let sql = format!(
+            "SELECT {COLS} FROM tracks t JOIN features f ON f.track_id = t.id \
+             WHERE t.path = $1 AND t.status = 'analyzed'"
+        );
+        let Some(row) = self.conn.query_one(&sql, &[Val::Bytes(path.to_vec())])? else {
+            return Ok(None);
+        };
+        let mut t = [track(&row)];
+        let id = t[0].id;
+        self.complete(&mut t, id, id)?;
+        let [t] = t;
+        Ok(Some(t))
+    }
+
+    /// Streams every analysed track, in id order, `chunk` rows at a time (at least 1): at most
+    /// one chunk is held. Returns the number of tracks seen.
+    pub fn for_each(
+        &mut self,
+        chunk: usize,
+        f: &mut dyn FnMut(&StoredTrack),
+    ) -> Result<u64, DbError> {
+        let chunk = chunk.max(1);
+        let sql = format!(
+            "SELECT {COLS} FROM tracks t JOIN features f ON f.track_id = t.id \
+             WHERE t.status = 'analyzed' AND t.id > $1 ORDER BY t.id LIMIT $2"
+        );
+        let mut after = i64::MIN;
+        let mut seen = 0u64;
+        loop {
+            let rows = self.conn.query(
+                &sql,
+                &[
+                    Val::I64(after),
+                    Val::I64(i64::try_from(chunk).unwrap_or(i64::MAX)),
+                ],
+            )?;
+            let n = rows.len();
+            let mut tracks: Vec<StoredTrack> = rows.iter().map(|r| track(r)).collect();
+            drop(rows);
+            let (Some(lo), Some(hi)) = (tracks.first().map(|t| t.id), tracks.last().map(|t| t.id))
+            else {
+                break;
+            };
+            self.complete(&mut tracks, lo, hi)?;
+            for t in &tracks {
+                f(t);
+            }
+            seen += n as u64;
+            after = hi;
+            if n < chunk {
+                break;
+            }
+        }
+        Ok(seen)
+    }
+}
