@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use trackmill_e2e::pgserver::PgSchema;
 use trackmill_e2e::*;
 use trackmill_similarity::{keys_compatible, tempos_compatible, Key};
 
@@ -137,24 +138,28 @@ fn library(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 }
 
 struct Fixture {
+    _pg: Option<PgSchema>,
     _tmp: tempfile::TempDir,
     root: PathBuf,
     url: String,
     files: Vec<(&'static str, PathBuf)>,
 }
 
-fn fixture() -> Fixture {
+/// The library scanned DSP-only into SQLite, or into a PostgreSQL schema of its own.
+fn fixture(pg: bool) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("music");
     let files = library(&root);
     let config = tmp.path().join("dsp.toml");
     std::fs::write(&config, "[analysis]\nmodels = []\n").unwrap();
-    let db = tmp.path().join("t.db");
-    let (out, summary) = scan(
-        &root,
-        &db,
-        &["--config", config.to_str().unwrap(), "--no-progress"],
-    );
+    let schema = pg.then(|| PgSchema::new("similar"));
+    let url = match &schema {
+        Some(s) => s.url(),
+        None => format!("sqlite://{}", tmp.path().join("t.db").display()),
+    };
+    let summary_file = tmp.path().join("summary.json");
+    let extra = ["--config", config.to_str().unwrap(), "--no-progress"];
+    let (out, summary) = scan_url(&root, &url, &summary_file, &extra, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -162,7 +167,8 @@ fn fixture() -> Fixture {
     );
     assert_eq!(n(&summary, "analyzed"), files.len() as u64, "{summary:#}");
     Fixture {
-        url: format!("sqlite://{}", db.display()),
+        _pg: schema,
+        url,
         root: root.canonicalize().unwrap(),
         files,
         _tmp: tmp,
@@ -192,16 +198,13 @@ fn key_of(t: &serde_json::Value) -> Key {
     )
 }
 
-#[test]
-fn similarity_queries_on_a_scanned_library() {
-    let fx = fixture();
+/// Identity across formats: the three nearest tracks of every file are its other encodings.
+fn assert_identity(fx: &Fixture) {
     let piece_of: HashMap<PathBuf, &str> = fx
         .files
         .iter()
         .map(|(p, f)| (f.canonicalize().unwrap(), *p))
         .collect();
-
-    // Identity across formats: the three nearest tracks of every file are its other encodings.
     for (piece, file) in &fx.files {
         let v = query(
             &fx,
@@ -225,6 +228,17 @@ fn similarity_queries_on_a_scanned_library() {
             .collect();
         assert!(d.windows(2).all(|w| w[0] <= w[1]), "nearest first: {d:?}");
     }
+}
+
+#[test]
+fn identity_across_formats_in_postgresql() {
+    assert_identity(&fixture(true));
+}
+
+#[test]
+fn similarity_queries_on_a_scanned_library() {
+    let fx = fixture(false);
+    assert_identity(&fx);
 
     // The per-artist cap: with 2, two encodings of the piece, then other artists.
     let seed = &fx.files[0].1;
