@@ -207,7 +207,7 @@ fn assert_identity(fx: &Fixture) {
         .collect();
     for (piece, file) in &fx.files {
         let v = query(
-            &fx,
+            fx,
             &[
                 "similar",
                 file.to_str().unwrap(),
@@ -237,12 +237,12 @@ fn identity_across_formats_in_postgresql() {
 
 #[test]
 fn similarity_queries_on_a_scanned_library() {
-    let fx = fixture(false);
-    assert_identity(&fx);
+    let fx = &fixture(false);
+    assert_identity(fx);
 
     // The per-artist cap: with 2, two encodings of the piece, then other artists.
     let seed = &fx.files[0].1;
-    let v = query(&fx, &["similar", seed.to_str().unwrap(), "-n", "6"]);
+    let v = query(fx, &["similar", seed.to_str().unwrap(), "-n", "6"]);
     let mut per_artist: HashMap<String, usize> = HashMap::new();
     for t in tracks(&v) {
         *per_artist
@@ -259,7 +259,7 @@ fn similarity_queries_on_a_scanned_library() {
     std::fs::create_dir(&lists).unwrap();
     let m3u = lists.join("path.m3u8");
     let v = query(
-        &fx,
+        fx,
         &[
             "path",
             from.to_str().unwrap(),
@@ -293,7 +293,7 @@ fn similarity_queries_on_a_scanned_library() {
     // A harmonic mix: every neighbour pair has compatible keys and tempos.
     let m3u = lists.join("mix.m3u8");
     let v = query(
-        &fx,
+        fx,
         &[
             "mix",
             from.to_str().unwrap(),
@@ -324,7 +324,7 @@ fn similarity_queries_on_a_scanned_library() {
     assert!(entries.iter().all(|e| e.is_absolute()));
 
     // A plain mix keeps its rules too: no artist twice in a row.
-    let v = query(&fx, &["mix", from.to_str().unwrap(), "--length", "8"]);
+    let v = query(fx, &["mix", from.to_str().unwrap(), "--length", "8"]);
     let artists: Vec<&str> = tracks(&v)
         .iter()
         .map(|t| t["artist"].as_str().unwrap())
@@ -336,7 +336,7 @@ fn similarity_queries_on_a_scanned_library() {
     let gone = fx.files[1].1.canonicalize().unwrap();
     std::fs::remove_file(&gone).unwrap();
     let v = query(
-        &fx,
+        fx,
         &[
             "similar",
             seed.to_str().unwrap(),
