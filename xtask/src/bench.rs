@@ -1,4 +1,4 @@
-//! `cargo xtask bench [pipeline|analysis|db|all]`.
+//! `cargo xtask bench [pipeline|analysis|db|similarity|all]`.
 use anyhow::{bail, Result};
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -7,11 +7,13 @@ pub fn run(args: &[String]) -> Result<()> {
         "analysis" => crate::bench_analysis::run(),
         "db" => crate::bench_db::run(),
         "pipeline" => crate::bench_pipeline::run(),
+        "similarity" => crate::bench_similarity::run(),
         "all" => {
             crate::bench_pipeline::run()?;
             crate::bench_analysis::run()?;
-            crate::bench_db::run()
+            crate::bench_db::run()?;
+            crate::bench_similarity::run()
         }
-        other => bail!("unknown benchmark {other:?} (pipeline, analysis, db, all)"),
+        other => bail!("unknown benchmark {other:?} (pipeline, analysis, db, similarity, all)"),
     }
 }

@@ -76,20 +76,35 @@ impl TrackReader {
         })
     }
 
-    /// Fills artists and embeddings of tracks whose ids lie in `lo..=hi`.
-    fn complete(&mut self, tracks: &mut [StoredTrack], lo: i64, hi: i64) -> Result<(), DbError> {
+    /// Fills artists and embeddings of tracks whose ids lie in `lo..=hi` (and are multiples of
+    /// `stride`).
+    fn complete(
+        &mut self,
+        tracks: &mut [StoredTrack],
+        lo: i64,
+        hi: i64,
+        stride: i64,
+    ) -> Result<(), DbError> {
         if tracks.is_empty() {
             return Ok(());
         }
-        let range = [Val::I64(lo), Val::I64(hi)];
+        let mut range = vec![Val::I64(lo), Val::I64(hi)];
+        if stride > 1 {
+            range.push(Val::I64(stride));
+        }
         let artists = self.conn.query(
-            "SELECT ta.track_id, a.name FROM track_artists ta JOIN artists a ON a.id = ta.artist_id \
-             WHERE ta.position = 0 AND ta.track_id >= $1 AND ta.track_id <= $2",
+            &format!(
+                "SELECT ta.track_id, a.name FROM track_artists ta \
+                 JOIN artists a ON a.id = ta.artist_id \
+                 WHERE ta.position = 0 AND ta.track_id >= $1 AND ta.track_id <= $2{}",
+                sample_filter("ta.track_id", stride, 3)
+            ),
             &range,
         )?;
-        let mut params = range.to_vec();
+        let first = range.len() + 1;
+        let mut params = range;
         let marks: Vec<String> = (0..self.models.len())
-            .map(|i| format!("${}", i + 3))
+            .map(|i| format!("${}", i + first))
             .collect();
         params.extend(self.models.iter().map(|m| Val::Text(m.clone())));
         let emb = if self.models.is_empty() {
@@ -98,7 +113,8 @@ impl TrackReader {
             self.conn.query(
                 &format!(
                     "SELECT track_id, model, vector FROM embeddings \
-                     WHERE track_id >= $1 AND track_id <= $2 AND model IN ({})",
+                     WHERE track_id >= $1 AND track_id <= $2{} AND model IN ({})",
+                    sample_filter("track_id", stride, 3),
                     marks.join(", ")
                 ),
                 &params,
@@ -135,9 +151,19 @@ impl TrackReader {
         };
         let mut t = [track(&row)];
         let id = t[0].id;
-        self.complete(&mut t, id, id)?;
+        self.complete(&mut t, id, id, 1)?;
         let [t] = t;
         Ok(Some(t))
+    }
+
+    /// Number of analysed tracks.
+    pub fn count(&mut self) -> Result<u64, DbError> {
+        let row = self
+            .conn
+            .query_one("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'", &[])?;
+        Ok(row
+            .and_then(|r| r.first().and_then(Val::i64))
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 
     /// Streams every analysed track, in id order, `chunk` rows at a time (at least 1): at most
@@ -147,21 +173,35 @@ impl TrackReader {
         chunk: usize,
         f: &mut dyn FnMut(&StoredTrack),
     ) -> Result<u64, DbError> {
+        self.for_each_every(chunk, 1, f)
+    }
+
+    /// As [`Self::for_each`], but only the tracks whose row id is a multiple of `stride`: an
+    /// evenly spread sample of about one in `stride` (1 reads every track).
+    pub fn for_each_every(
+        &mut self,
+        chunk: usize,
+        stride: u64,
+        f: &mut dyn FnMut(&StoredTrack),
+    ) -> Result<u64, DbError> {
         let chunk = chunk.max(1);
+        let stride = i64::try_from(stride.max(1)).unwrap_or(i64::MAX);
         let sql = format!(
             "SELECT {COLS} FROM tracks t JOIN features f ON f.track_id = t.id \
-             WHERE t.status = 'analyzed' AND t.id > $1 ORDER BY t.id LIMIT $2"
+             WHERE t.status = 'analyzed' AND t.id > $1{} ORDER BY t.id LIMIT $2",
+            sample_filter("t.id", stride, 3)
         );
         let mut after = i64::MIN;
         let mut seen = 0u64;
         loop {
-            let rows = self.conn.query(
-                &sql,
-                &[
-                    Val::I64(after),
-                    Val::I64(i64::try_from(chunk).unwrap_or(i64::MAX)),
-                ],
-            )?;
+            let mut params = vec![
+                Val::I64(after),
+                Val::I64(i64::try_from(chunk).unwrap_or(i64::MAX)),
+            ];
+            if stride > 1 {
+                params.push(Val::I64(stride));
+            }
+            let rows = self.conn.query(&sql, &params)?;
             let n = rows.len();
             let mut tracks: Vec<StoredTrack> = rows.iter().map(|r| track(r)).collect();
             drop(rows);
@@ -169,7 +209,7 @@ impl TrackReader {
             else {
                 break;
             };
-            self.complete(&mut tracks, lo, hi)?;
+            self.complete(&mut tracks, lo, hi, stride)?;
             for t in &tracks {
                 f(t);
             }
@@ -180,5 +220,14 @@ impl TrackReader {
             }
         }
         Ok(seen)
+    }
+}
+
+/// ` AND <col> % $<n> = 0` when sampling, else nothing.
+fn sample_filter(col: &str, stride: i64, n: usize) -> String {
+    if stride > 1 {
+        format!(" AND {col} % ${n} = 0")
+    } else {
+        String::new()
     }
 }

@@ -1,7 +1,8 @@
-//! `similar`, `path` and `mix`: similarity queries over the stored analysis. Each streams the
-//! library from the database twice in bounded chunks (once for the library statistics the
-//! vectors are standardised against, once for the query itself), so memory stays O(k + chunk)
-//! whatever the library size; results can also be written as an extended M3U8 playlist.
+//! `similar`, `path` and `mix`: similarity queries over the stored analysis. Each streams from
+//! the database in bounded chunks, first an evenly spread sample of at most 50,000 tracks for
+//! the library statistics the vectors are standardised against, then the whole library for the
+//! query itself, so memory stays O(k + chunk) whatever the library size; results can also be
+//! written as an extended M3U8 playlist.
 
 use crate::{db_url, exit, DB_URL_ENV};
 use clap::Subcommand;
@@ -19,6 +20,10 @@ use trackmill_supervisor::Config;
 
 /// Rows read from the database at a time.
 const CHUNK: usize = 2000;
+/// The library statistics come from at most about this many tracks, evenly spread by row id: the
+/// standard error of a standard deviation estimated from 50,000 values is 0.3 %, which moves no
+/// ranking, and the statistics pass then costs the same at 100,000 tracks as at 10 million.
+const STATS_SAMPLE: u64 = 50_000;
 /// Embeddings the vectors are built from, beside the features.
 const FINGERPRINT: &str = "trackmill-dsp-v1";
 const PITCH_CLASS: &str = "basic-pitch/pitch-class12";
@@ -196,8 +201,9 @@ impl Library {
         models.extend(space.embeddings.iter().map(|e| e.name.as_str()));
         let mut reader = TrackReader::open(&url, &models).map_err(db_error)?;
         let mut stats = LibraryStats::default();
+        let stride = reader.count().map_err(db_error)?.div_ceil(STATS_SAMPLE);
         reader
-            .for_each(CHUNK, &mut |t| {
+            .for_each_every(CHUNK, stride, &mut |t| {
                 if let Some(d) = space.describe(&t.analysis) {
                     stats.push(&d.raw);
                 }
