@@ -2,7 +2,8 @@
 //! timbre), each encoded as MP3, FLAC, Ogg Vorbis and Opus and scanned DSP-only; every file's
 //! nearest neighbours are the other encodings of its piece, a song path approaches its
 //! destination without repeats, a harmonic mix only joins compatible keys and tempos, playlists
-//! parse and resolve, and a deleted file is never returned.
+//! parse and resolve, and a deleted file is never returned. Two families of pieces (slow
+//! minor-key sustained tones, fast major-key percussive patterns) keep to themselves.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -391,4 +392,96 @@ fn parse_m3u(file: &Path, base: &Path) -> Vec<PathBuf> {
     }
     assert!(!pending_inf);
     out
+}
+
+/// Six pieces of a family: (family, expression) with the key's root and the tempo varied.
+fn family(slow: bool) -> Vec<String> {
+    // Minor triads (root, minor third, fifth) or major ones (root, major third, fifth).
+    let roots = [220.0f32, 146.83, 164.81, 261.63, 196.0, 246.94];
+    roots
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            let i = i as f32;
+            if slow {
+                let third = r * 2f32.powf(3.0 / 12.0);
+                let fifth = r * 1.5;
+                format!(
+                    "0.5*{}*(0.6+0.4*{})",
+                    chord(&[r / 2.0, r, third, fifth], sine),
+                    pulse(60.0 + 4.0 * i, 1.5)
+                )
+            } else {
+                let third = r * 2f32.powf(4.0 / 12.0);
+                let fifth = r * 1.5;
+                let bpm = 128.0 + 4.0 * i;
+                format!(
+                    "0.5*{}*{}+0.15*(2*random(0)-1)*exp(-80*mod(t+{},{}))",
+                    chord(&[r, third, fifth, r * 2.0], square),
+                    pulse(bpm, 18.0),
+                    30.0 / bpm,
+                    60.0 / bpm
+                )
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn families_keep_to_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("music");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut family_of = HashMap::new();
+    for (fam, slow) in [("slow", true), ("fast", false)] {
+        for (i, expr) in family(slow).iter().enumerate() {
+            let (ext, codec) = FORMATS[i % FORMATS.len()];
+            let file = root.join(format!("{fam}-{i}.{ext}"));
+            let src = format!("aevalsrc=exprs='{expr}':s=44100:d=12");
+            let mut args = vec!["-f", "lavfi", "-i", &src];
+            args.extend_from_slice(codec);
+            let artist = format!("artist={fam} {i}");
+            args.extend(["-metadata", &artist, file.to_str().unwrap()]);
+            ffmpeg(&args);
+            family_of.insert(file.canonicalize().unwrap(), fam);
+        }
+    }
+    let config = tmp.path().join("dsp.toml");
+    std::fs::write(&config, "[analysis]\nmodels = []\n").unwrap();
+    let db = tmp.path().join("t.db");
+    let (out, summary) = scan(
+        &root,
+        &db,
+        &["--config", config.to_str().unwrap(), "--no-progress"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(n(&summary, "analyzed"), 12, "{summary:#}");
+    let url = format!("sqlite://{}", db.display());
+    let mut own = 0;
+    let mut total = 0;
+    for (file, fam) in &family_of {
+        let v = trackmill_json([
+            "similar",
+            file.to_str().unwrap(),
+            "-n",
+            "5",
+            "--json",
+            "--db",
+            &url,
+        ]);
+        let near = tracks(&v);
+        assert_eq!(near.len(), 5);
+        own += near
+            .iter()
+            .filter(|t| family_of[&path_of(t)] == *fam)
+            .count();
+        total += near.len();
+    }
+    let precision = own as f64 / total as f64;
+    eprintln!("families: precision at 5 = {precision:.3} ({own} of {total})");
+    assert!(precision >= 0.8, "precision at 5 = {precision:.3}");
 }

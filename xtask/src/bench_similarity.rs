@@ -4,7 +4,8 @@
 //! of 100k). Libraries are written once through the real DB writer and kept under `bench-out/`
 //! (SQLite files, PostgreSQL schemas `bench_similarity_<n>`), with an empty file per track so
 //! that the query's "file still exists" check is real. `TRACKMILL_BENCH_SIMILARITY_SIZES`
-//! (default `100000,1000000`), `TRACKMILL_BENCH_QUERIES` (default 20), `TRACKMILL_BENCH_PG`
+//! (default `100000,1000000`), `TRACKMILL_BENCH_QUERIES` (default 20; 0 only writes the
+//! libraries), `TRACKMILL_BENCH_PG`
 //! (default the local test database; `none` skips PostgreSQL) adjust it; `TRACKMILL_BENCH_EXE`
 //! measures another trackmill binary instead of building the release one.
 
@@ -67,6 +68,9 @@ pub fn run() -> Result<()> {
         for (sink, text) in sinks {
             let url = DbUrl::parse(&text)?;
             ensure_library(&url, &tree, n)?;
+            if queries == 0 {
+                continue;
+            }
             let m = measure(&exe, &text, &tree, n, queries)?;
             println!(
                 "similar, {sink}, {n} tracks: median {:.3} s, p99 {:.3} s, peak RSS {:.1} MiB",
