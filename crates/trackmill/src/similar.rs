@@ -34,8 +34,11 @@ pub struct Output {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// `sqlite://PATH` or `postgres://…` (default: `database.url` of --config, else the
+    /// embedded default database).
     #[arg(long, env = DB_URL_ENV, hide_env_values = true)]
     db: Option<String>,
+    /// The configuration file whose `database.url` to read.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Also write the tracks as an extended M3U8 playlist (replaced atomically).
@@ -51,6 +54,7 @@ pub struct Output {
 pub enum SimilarCmd {
     /// The tracks nearest to FILE (never FILE itself, never a file that is gone).
     Similar {
+        /// A file a scan stored as analysed.
         file: PathBuf,
         /// How many tracks.
         #[arg(short = 'n', long = "count", default_value_t = 20)]
@@ -63,7 +67,9 @@ pub enum SimilarCmd {
     },
     /// A song path from FROM to TO: each step closer to TO, no track twice.
     Path {
+        /// Where the path starts (an analysed file).
         from: PathBuf,
+        /// Where it ends.
         to: PathBuf,
         /// Tracks between FROM and TO at most.
         #[arg(long, default_value_t = 12)]
@@ -73,6 +79,7 @@ pub enum SimilarCmd {
     },
     /// An instant mix that follows the seeds: no artist twice in a row, no album more than twice.
     Mix {
+        /// Analysed files the mix follows, in play order.
         #[arg(required = true)]
         seeds: Vec<PathBuf>,
         /// Tracks in the mix (seeds not counted).
@@ -171,6 +178,14 @@ impl Meta {
             title: self.title.clone(),
         }
     }
+}
+
+/// One listed track: the distance the table shows (to the seed, to TO, to the seeds) and the
+/// JSON fields beside the track's own.
+struct Listed {
+    meta: Meta,
+    shown: f32,
+    extra: Value,
 }
 
 fn exists(path: &[u8]) -> bool {
@@ -290,11 +305,15 @@ fn similar(file: &Path, n: usize, per_artist: usize, out: &Output) -> Result<Exi
         }
     })?;
     let hits = top.into_sorted();
-    let tracks: Vec<(Meta, Value)> = hits
+    let tracks: Vec<Listed> = hits
         .into_iter()
-        .map(|h| (h.item, json!({"distance": h.distance})))
+        .map(|h| Listed {
+            extra: json!({"distance": h.distance}),
+            shown: h.distance,
+            meta: h.item,
+        })
         .collect();
-    let playlist: Vec<&Meta> = tracks.iter().map(|(m, _)| m).collect();
+    let playlist: Vec<&Meta> = tracks.iter().map(|l| &l.meta).collect();
     finish(out, json!({"seed": seed.json()}), &tracks, &playlist)
 }
 
@@ -307,17 +326,21 @@ fn path(from: &Path, to: &Path, steps: usize, out: &Output) -> Result<ExitCode, 
         pf.offer(t.id, v, || exists(&t.path).then(|| Meta::new(t, d)));
     })?;
     let start = trackmill_similarity::distance(&av, &bv);
-    let tracks: Vec<(Meta, Value)> = pf
+    let tracks: Vec<Listed> = pf
         .finish()
         .into_iter()
         .map(|s| {
             let extra = json!({"distance_to_destination": s.to_destination,
                                "distance_to_line": s.off_line});
-            (s.item, extra)
+            Listed {
+                meta: s.item,
+                shown: s.to_destination,
+                extra,
+            }
         })
         .collect();
     let mut playlist = vec![&a];
-    playlist.extend(tracks.iter().map(|(m, _)| m));
+    playlist.extend(tracks.iter().map(|l| &l.meta));
     playlist.push(&b);
     let head = json!({"from": a.json(), "to": b.json(), "distance": start});
     finish(out, head, &tracks, &playlist)
@@ -348,13 +371,17 @@ fn mix(
         let info = m.mix_info(t);
         mb.offer(info, v, || exists(&t.path).then_some(m));
     })?;
-    let tracks: Vec<(Meta, Value)> = mb
+    let tracks: Vec<Listed> = mb
         .finish()
         .into_iter()
-        .map(|e| (e.item, json!({"seed_distance": e.seed_distance})))
+        .map(|e| Listed {
+            extra: json!({"seed_distance": e.seed_distance}),
+            shown: e.seed_distance,
+            meta: e.item,
+        })
         .collect();
     let mut playlist: Vec<&Meta> = metas.iter().collect();
-    playlist.extend(tracks.iter().map(|(m, _)| m));
+    playlist.extend(tracks.iter().map(|l| &l.meta));
     let head =
         json!({"seeds": metas.iter().map(Meta::json).collect::<Vec<_>>(), "harmonic": harmonic});
     finish(out, head, &tracks, &playlist)
@@ -364,15 +391,15 @@ fn mix(
 fn finish(
     out: &Output,
     mut head: Value,
-    tracks: &[(Meta, Value)],
+    tracks: &[Listed],
     playlist: &[&Meta],
 ) -> Result<ExitCode, ExitCode> {
     if out.json {
         let list: Vec<Value> = tracks
             .iter()
-            .map(|(m, extra)| {
-                let mut v = m.json();
-                if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            .map(|l| {
+                let mut v = l.meta.json();
+                if let (Some(o), Some(e)) = (v.as_object_mut(), l.extra.as_object()) {
                     o.extend(e.clone());
                 }
                 v
@@ -381,13 +408,8 @@ fn finish(
         head["tracks"] = Value::Array(list);
         println!("{head}");
     } else {
-        for (i, (m, extra)) in tracks.iter().enumerate() {
-            let d = extra
-                .as_object()
-                .and_then(|o| o.values().next())
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            println!("{:>3}  {d:>7.3}  {}", i + 1, m.line());
+        for (i, l) in tracks.iter().enumerate() {
+            println!("{:>3}  {:>7.3}  {}", i + 1, l.shown, l.meta.line());
         }
     }
     if let Some(dest) = &out.m3u {
