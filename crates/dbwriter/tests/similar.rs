@@ -15,7 +15,6 @@ const FINGERPRINT: &str = "trackmill-dsp-v1";
 fn library(b: &Backend) {
     let mut c = Client::start(b, WriterOptions::default());
     let run = c.start_run();
-    let mut seq = 0;
     for i in 0..70u64 {
         let path = format!("/music/{i:03}.flac");
         let k = key(path.as_bytes(), 1000 + i, 5_000);
@@ -24,9 +23,8 @@ fn library(b: &Backend) {
         } else {
             analysed(run, k, i)
         };
-        seq += 1;
         c.send(&ToDb::Store {
-            seq,
+            seq: i + 1,
             record: Box::new(record),
         });
     }
