@@ -73,9 +73,10 @@ pub fn run() -> Result<()> {
             }
             let m = measure(&exe, &text, &tree, n, queries)?;
             println!(
-                "similar, {sink}, {n} tracks: median {:.3} s, p99 {:.3} s, peak RSS {:.1} MiB",
+                "similar, {sink}, {n} tracks: median {:.3} s, p99 {:.3} s, CPU {:.3} s, peak RSS {:.1} MiB",
                 m.median_s,
                 m.p99_s,
+                m.cpu_median_s,
                 mib(m.peak_rss)
             );
             results.push((sink, n, m));
@@ -84,14 +85,15 @@ pub fn run() -> Result<()> {
     println!();
     println!(
         "similarity queries (`trackmill similar FILE -n 20 --json`), {queries} queries each:\n\
-         {:<11} {:>9} {:>9} {:>9} {:>12}",
-        "sink", "tracks", "median", "p99", "peak RSS"
+         {:<11} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "sink", "tracks", "median", "p99", "CPU", "peak RSS"
     );
     for (sink, n, m) in &results {
         println!(
-            "{sink:<11} {n:>9} {:>8.3}s {:>8.3}s {:>8.1} MiB",
+            "{sink:<11} {n:>9} {:>8.3}s {:>8.3}s {:>8.3}s {:>8.1} MiB",
             m.median_s,
             m.p99_s,
+            m.cpu_median_s,
             mib(m.peak_rss)
         );
     }
@@ -318,12 +320,16 @@ fn ensure_library(url: &DbUrl, tree: &Path, n: u64) -> Result<()> {
 struct Measured {
     median_s: f64,
     p99_s: f64,
+    /// Median CPU time (user + system) of a query: on a shared machine, what the wall time
+    /// would be on one idle core.
+    cpu_median_s: f64,
     peak_rss: u64,
 }
 
 /// Runs `queries` queries from seeds spread over the library; returns latency and peak RSS.
 fn measure(exe: &Path, url: &str, tree: &Path, n: u64, queries: usize) -> Result<Measured> {
     let mut times = Vec::with_capacity(queries);
+    let mut cpu = Vec::with_capacity(queries);
     let mut peak = 0u64;
     for q in 0..queries as u64 {
         let seed = file_of(tree, (q * 7919 + 13) % n);
@@ -335,8 +341,10 @@ fn measure(exe: &Path, url: &str, tree: &Path, n: u64, queries: usize) -> Result
             .stdout(std::process::Stdio::piped())
             .spawn()
             .context("start trackmill similar")?;
-        let (status, rss, stdout) = wait_rss(child)?;
+        let (status, usage, stdout) = wait_rss(child)?;
         times.push(start.elapsed().as_secs_f64());
+        cpu.push(usage.cpu_s);
+        let rss = usage.peak_rss;
         if !status.success() {
             bail!("trackmill similar {}: {status}", seed.display());
         }
@@ -351,16 +359,25 @@ fn measure(exe: &Path, url: &str, tree: &Path, n: u64, queries: usize) -> Result
         peak = peak.max(rss);
     }
     times.sort_by(f64::total_cmp);
-    let pick = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
+    cpu.sort_by(f64::total_cmp);
+    let pick = |v: &[f64], p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
     Ok(Measured {
-        median_s: pick(0.5),
-        p99_s: pick(0.99),
+        median_s: pick(&times, 0.5),
+        p99_s: pick(&times, 0.99),
+        cpu_median_s: pick(&cpu, 0.5),
         peak_rss: peak,
     })
 }
 
-/// Waits for the child, reading its output, and returns its peak RSS (`ru_maxrss`) from wait4.
-fn wait_rss(mut child: std::process::Child) -> Result<(std::process::ExitStatus, u64, Vec<u8>)> {
+/// What wait4 says a child used.
+struct Usage {
+    peak_rss: u64,
+    cpu_s: f64,
+}
+
+/// Waits for the child, reading its output, and returns its peak RSS (`ru_maxrss`) and CPU time
+/// from wait4.
+fn wait_rss(mut child: std::process::Child) -> Result<(std::process::ExitStatus, Usage, Vec<u8>)> {
     use std::io::Read;
     let mut stdout = Vec::new();
     if let Some(mut o) = child.stdout.take() {
@@ -374,6 +391,10 @@ fn wait_rss(mut child: std::process::Child) -> Result<(std::process::ExitStatus,
     if r != pid {
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
-    let rss = u64::try_from(ru.ru_maxrss).unwrap_or(0) * 1024;
-    Ok((std::process::ExitStatus::from_raw(status), rss, stdout))
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let usage = Usage {
+        peak_rss: u64::try_from(ru.ru_maxrss).unwrap_or(0) * 1024,
+        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
+    };
+    Ok((std::process::ExitStatus::from_raw(status), usage, stdout))
 }

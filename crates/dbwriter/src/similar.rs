@@ -184,40 +184,49 @@ impl TrackReader {
         stride: u64,
         f: &mut dyn FnMut(&StoredTrack),
     ) -> Result<u64, DbError> {
-        let chunk = chunk.max(1);
+        let chunk = i64::try_from(chunk.max(1)).unwrap_or(i64::MAX);
         let stride = i64::try_from(stride.max(1)).unwrap_or(i64::MAX);
+        let bounds = self
+            .conn
+            .query_one("SELECT MIN(id), MAX(id) FROM tracks", &[])?;
+        let (Some(first), Some(last)) = (
+            bounds.as_ref().and_then(|r| r[0].i64()),
+            bounds.as_ref().and_then(|r| r[1].i64()),
+        ) else {
+            return Ok(0);
+        };
+        // Windows of row ids, not `id > last ORDER BY id LIMIT n`: a window holds at most
+        // `chunk` rows (ids are unique), and a range on the primary key is planned well even
+        // when the planner's statistics are stale (PostgreSQL right after a bulk load would
+        // otherwise sort every remaining row per chunk). The status is filtered here, not in
+        // SQL, for the same reason: an index on it would be scanned whole for every window.
+        let span = chunk.saturating_mul(stride);
         let sql = format!(
-            "SELECT {COLS} FROM tracks t JOIN features f ON f.track_id = t.id \
-             WHERE t.status = 'analyzed' AND t.id > $1{} ORDER BY t.id LIMIT $2",
+            "SELECT {COLS}, t.status FROM tracks t JOIN features f ON f.track_id = t.id \
+             WHERE t.id > $1 AND t.id <= $2{} ORDER BY t.id",
             sample_filter("t.id", stride, 3)
         );
-        let mut after = i64::MIN;
         let mut seen = 0u64;
-        loop {
-            let mut params = vec![
-                Val::I64(after),
-                Val::I64(i64::try_from(chunk).unwrap_or(i64::MAX)),
-            ];
+        let mut start = first.saturating_sub(1);
+        while start < last {
+            let end = start.saturating_add(span);
+            let mut params = vec![Val::I64(start), Val::I64(end)];
             if stride > 1 {
                 params.push(Val::I64(stride));
             }
             let rows = self.conn.query(&sql, &params)?;
-            let n = rows.len();
-            let mut tracks: Vec<StoredTrack> = rows.iter().map(|r| track(r)).collect();
+            let mut tracks: Vec<StoredTrack> = rows
+                .iter()
+                .filter(|r| r.last().and_then(Val::str) == Some("analyzed"))
+                .map(|r| track(r))
+                .collect();
             drop(rows);
-            let (Some(lo), Some(hi)) = (tracks.first().map(|t| t.id), tracks.last().map(|t| t.id))
-            else {
-                break;
-            };
-            self.complete(&mut tracks, lo, hi, stride)?;
+            self.complete(&mut tracks, start + 1, end, stride)?;
             for t in &tracks {
                 f(t);
             }
-            seen += n as u64;
-            after = hi;
-            if n < chunk {
-                break;
-            }
+            seen += tracks.len() as u64;
+            start = end;
         }
         Ok(seen)
     }
