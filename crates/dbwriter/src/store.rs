@@ -71,7 +71,11 @@ fn delete_in(out: &mut Vec<Stmt>, table: &str, col: &str, keys: &[Val]) {
 /// others need (tracks, artists), in path and name order so concurrent writers lock rows alike;
 /// then children and events. Every statement is an upsert or replaces what it writes, so a batch
 /// applied twice leaves the same rows as once.
-pub(crate) fn write_batch(conn: &mut dyn Conn, items: &[BatchItem], now: i64) -> Result<(), DbError> {
+pub(crate) fn write_batch(
+    conn: &mut dyn Conn,
+    items: &[BatchItem],
+    now: i64,
+) -> Result<(), DbError> {
     // One record per path (the last one sent wins): a multi-row upsert may touch a row once.
     let mut latest = std::collections::BTreeMap::new();
     for p in items {

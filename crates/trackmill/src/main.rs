@@ -10,6 +10,7 @@ mod inspect;
 mod logging;
 mod models;
 mod serve;
+mod similar;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,8 @@ enum Cmd {
     Serve(serve::ServeArgs),
     #[command(flatten)]
     Ctl(ctl::CtlCmd),
+    #[command(flatten)]
+    Similar(similar::SimilarCmd),
     /// Analyse files through a capped worker and print the result (nothing is stored).
     Inspect(inspect::InspectArgs),
     /// Check the ONNX Runtime, the models, the GPU, the database and the effective limits.
@@ -154,6 +157,7 @@ fn run(cmd: Cmd) -> CliResult {
         Cmd::Scan(args) => scan(args),
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Ctl(cmd) => ctl::run(cmd),
+        Cmd::Similar(cmd) => similar::run(cmd),
         Cmd::Inspect(args) => inspect::run(args),
         Cmd::Doctor(args) => doctor::run(args),
     }
