@@ -366,7 +366,8 @@ impl DbClient {
         self.raw_send(m);
     }
 
-    pub fn send_check(&mut self, policy: CheckPolicy, files: Vec<FileKey>) {
+    /// Asks which files need analysis; with `lease` the `Todo` ones are leased at once.
+    pub fn send_check(&mut self, policy: CheckPolicy, files: Vec<FileKey>, lease: bool) {
         let query = self.next_query;
         self.next_query += 1;
         self.check = Some((query, files.clone()));
@@ -374,7 +375,7 @@ impl DbClient {
             query,
             policy,
             files,
-            lease: false,
+            lease,
         });
     }
 
@@ -463,7 +464,7 @@ mod tests {
     #[test]
     fn a_check_answer_is_matched_to_its_files_and_a_stale_one_ignored() {
         let mut db = client();
-        db.send_check(policy(), vec![key(0), key(1)]);
+        db.send_check(policy(), vec![key(0), key(1)], false);
         assert!(db.checking());
         let stale = db.on_reply(FromDb::CheckResult {
             query: 99,
@@ -491,7 +492,7 @@ mod tests {
             roots: Vec::new(),
         });
         db.send_acked(|seq| ToDb::Flush { token: seq });
-        db.send_check(policy(), vec![key(0)]);
+        db.send_check(policy(), vec![key(0)], false);
         let up = db.on_reply(FromDb::Hello(Hello::new(Role::DbWriter)));
         assert_eq!(
             up,

@@ -47,6 +47,10 @@ pub struct SpawnSpec {
     /// The models `worker_args` load (empty: DSP-only). Stored files analysed without one of
     /// them are analysed again.
     pub models: Vec<String>,
+    /// Lease each file only when it is about to be dispatched (a database several hosts share:
+    /// PostgreSQL), instead of a whole checked batch at once (the embedded SQLite file, where a
+    /// lease round trip per few files would cost more than the files themselves).
+    pub lease_on_dispatch: bool,
 }
 
 /// `serve`: what the long-running mode adds to a scan.
@@ -104,8 +108,9 @@ struct Supervisor {
     pool: Pool<OsProcesses>,
     /// Checked files that need analysis, not yet leased.
     ready: std::collections::VecDeque<FileJob>,
-    /// Files leased to this run and waiting for a worker: at most the queue depth, so a host
-    /// holds only what it is about to dispatch and other hosts share the rest.
+    /// Files leased to this run and waiting for a worker. Leasing on dispatch, at most the queue
+    /// depth, so a host holds only what it is about to dispatch and other hosts share the rest;
+    /// otherwise the checked batches (at most queue depth + two batches, like `ready`).
     leased: std::collections::VecDeque<FileJob>,
     retries: Vec<FileJob>,
     db: DbClient,
@@ -136,6 +141,8 @@ struct Supervisor {
     pending: passes::PassQueue,
     /// Only in `serve`.
     service: Option<passes::ServiceState>,
+    /// See [`SpawnSpec::lease_on_dispatch`].
+    lease_on_dispatch: bool,
     analysis_time: trackmill_types::Histogram,
 }
 
@@ -220,6 +227,7 @@ impl Supervisor {
             pass_active: false,
             pending: passes::PassQueue::first(opts.retry_failed),
             service: None,
+            lease_on_dispatch: opts.spawn.lease_on_dispatch,
             analysis_time: trackmill_types::Histogram::new(&crate::metrics::ANALYSIS_BOUNDS),
             cfg,
         }
@@ -413,7 +421,8 @@ impl Supervisor {
         match msg {
             Some(ScanMsg::Batch(files)) => {
                 self.summary.files_seen += files.len() as u64;
-                self.db.send_check(self.policy.clone(), files);
+                let lease_now = !self.lease_on_dispatch;
+                self.db.send_check(self.policy.clone(), files, lease_now);
             }
             Some(ScanMsg::Error(e)) => {
                 self.summary.scan_errors += 1;

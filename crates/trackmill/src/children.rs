@@ -57,5 +57,6 @@ pub fn spawn_spec(
         db_env: vec![(crate::DB_URL_ENV.into(), url_text.into())],
         gpu: cfg.analysis.gpu,
         models: worker.models,
+        lease_on_dispatch: matches!(url, DbUrl::Postgres(..)),
     })
 }

@@ -54,8 +54,9 @@ impl Supervisor {
                 }
             }
             DbReply::Checked(verdicts) => {
+                let leased = !self.lease_on_dispatch;
                 for (key, v) in verdicts {
-                    self.on_verdict(key, v, false);
+                    self.on_verdict(key, v, leased);
                 }
             }
             DbReply::Leased(verdicts) => {
