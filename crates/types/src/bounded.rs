@@ -78,9 +78,7 @@ pub(crate) mod de {
         vec::<D, T, MAX_MODELS>(d)
     }
 
-    pub fn notes<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-        d: D,
-    ) -> Result<Vec<T>, D::Error> {
+    pub fn notes<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
         vec::<D, T, MAX_NOTES>(d)
     }
 }
