@@ -89,9 +89,10 @@ enum Cmd {
     Worker(worker_cmd::WorkerArgs),
     #[command(hide = true, name = "db-writer")]
     DbWriter {
-        /// Set by the supervisor through the environment, so no password shows in `ps`.
-        #[arg(long, env = DB_URL_ENV, hide_env_values = true)]
-        db: String,
+        /// For a run by hand only: the supervisor sends the URL through a pipe, so that no
+        /// password is in `ps` or /proc/PID/environ.
+        #[arg(long)]
+        db: Option<String>,
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
         #[arg(long, default_value_t = 200)]
@@ -156,6 +157,13 @@ fn main() -> ExitCode {
             batch_ms,
             lease_ttl_s,
         } => {
+            let db = match children::db_writer_url(db) {
+                Ok(db) => db,
+                Err(e) => {
+                    eprintln!("db-writer: {e}");
+                    return ExitCode::from(exit::BAD_DB);
+                }
+            };
             // SAFETY: as for the worker.
             let chan = unsafe { UnixStream::from_raw_fd(3) };
             let url = match DbUrl::parse(&db) {
@@ -290,7 +298,8 @@ fn scan(a: ScanArgs) -> ExitCode {
         Ok(u) => u,
         Err(c) => return c,
     };
-    let spawn = match children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref()) {
+    let spawn = match children::spawn_spec(&cfg, &roots, &url, a.db.as_deref(), a.config.as_deref())
+    {
         Ok(s) => s,
         Err(c) => return c,
     };

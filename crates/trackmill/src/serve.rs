@@ -47,8 +47,13 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         Ok(u) => u,
         Err(c) => return c,
     };
-    let spawn = match crate::children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref())
-    {
+    let spawn = match crate::children::spawn_spec(
+        &cfg,
+        &cfg.library.roots,
+        &url,
+        a.db.as_deref(),
+        a.config.as_deref(),
+    ) {
         Ok(s) => s,
         Err(c) => return c,
     };

@@ -8,20 +8,29 @@
 //! - `hang-ignore-term`: never answer and ignore SIGTERM (only SIGKILL ends it);
 //! - `segv`: raise SIGSEGV;
 //! - `abort`: abort();
-//! - `block-while PATH`: write this worker's pid to `PATH.pid`, then wait while `PATH` exists, then
-//!   carry on (the file itself is not audio, so it ends as a corrupt failure).
+//! - `block-while PATH`: wait while `PATH` exists, holding the file open (a test finds the
+//!   worker by the file among its open descriptors: the sandbox lets a worker write nothing),
+//!   then carry on (the file itself is not audio, so it ends as a corrupt failure);
+//! - `escape DB SOCKET PORT`: try to leave the sandbox: create a file in the working directory,
+//!   read the database file `DB`, connect to the Unix socket `SOCKET` and to TCP port `PORT` on
+//!   127.0.0.1; each attempt is logged as `fault escape WHAT: refused (ERROR)` or
+//!   `fault escape WHAT: ALLOWED`, then the file is analysed as usual (it is not audio, so it
+//!   ends as a corrupt failure).
 //!
 //! Any other file is analysed normally.
 
-use std::io::Read;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
 const MAGIC: &[u8] = b"TRACKMILL-FAULT ";
 
-pub fn maybe_inject(path: &Path) {
+/// Looks at the start of the job's file (read at offset 0, so the analysis still reads it from
+/// its start) and misbehaves as it says.
+pub fn maybe_inject(file: &File) {
     let mut head = [0u8; 512];
-    let n = match std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) {
+    let n = match file.read_at(&mut head, 0) {
         Ok(n) => n,
         Err(_) => return,
     };
@@ -59,11 +68,39 @@ pub fn maybe_inject(path: &Path) {
         "abort" => std::process::abort(),
         "block-while" => {
             let marker = Path::new(arg);
-            let _ = std::fs::write(format!("{arg}.pid"), std::process::id().to_string());
             while marker.exists() {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        "escape" => escape(arg),
         _ => {}
+    }
+}
+
+fn escape(arg: &str) {
+    let mut args = arg.split_whitespace();
+    let (db, socket, port) = (
+        args.next().unwrap_or(""),
+        args.next().unwrap_or(""),
+        args.next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(9),
+    );
+    let written = std::env::current_dir()
+        .and_then(|d| std::fs::write(d.join(format!("escaped-{}", std::process::id())), b"x"));
+    report("write-cwd", written);
+    report("read-db", std::fs::read(db).map(drop));
+    report(
+        "connect-control",
+        std::os::unix::net::UnixStream::connect(socket).map(drop),
+    );
+    report(
+        "connect-tcp",
+        std::net::TcpStream::connect(("127.0.0.1", port)).map(drop),
+    );
+}
+
+fn report(what: &str, result: std::io::Result<()>) {
+    match result {
+        Ok(()) => tracing::warn!("fault escape {what}: ALLOWED"),
+        Err(e) => tracing::warn!("fault escape {what}: refused ({e})"),
     }
 }

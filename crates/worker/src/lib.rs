@@ -5,12 +5,13 @@
 
 mod engine;
 mod faults;
+pub mod sandbox;
 
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 use trackmill_types::procmem as rss;
-use trackmill_types::{FileStats, FromWorker, Hello, Role, ToWorker};
+use trackmill_types::{FileStats, FromWorker, Hello, Outcome, Role, StageTimes, ToWorker};
 
 pub use engine::{AnalysisSettings, Engine, EngineConfig};
 
@@ -27,6 +28,8 @@ pub struct WorkerConfig {
     /// Exit with [`EXIT_RECYCLE`] after this many files (already jittered by the supervisor).
     pub recycle_after: u32,
     pub engine: EngineConfig,
+    /// False: a job's path is opened with `O_NOFOLLOW` (`library.follow_symlinks = false`).
+    pub follow_symlinks: bool,
 }
 
 /// Restores the default action of SIGSEGV and SIGBUS. The Rust runtime installs a handler for
@@ -80,12 +83,25 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
         rss::reset_peak();
         let started = Instant::now();
         let path = job.path.to_path_buf();
-        if faults {
-            faults::maybe_inject(&path);
-        }
-        let (outcome, stages, audio_s) = engine.analyse(&path);
+        // The file is opened once; its tags, audio and size all come from this descriptor.
+        let (outcome, stages, audio_s, size) =
+            match trackmill_analysis::open_input(&path, cfg.follow_symlinks) {
+                Ok((file, len)) => {
+                    if faults {
+                        faults::maybe_inject(&file);
+                    }
+                    let (outcome, stages, audio_s) = engine.analyse(file, len);
+                    (outcome, stages, audio_s, len)
+                }
+                Err(e) => (
+                    Outcome::Failed(e.to_failure()),
+                    StageTimes::default(),
+                    0.0,
+                    0,
+                ),
+            };
         let stats = FileStats {
-            size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            size,
             audio_s,
             wall_us: started.elapsed().as_micros() as u64,
             stages,
