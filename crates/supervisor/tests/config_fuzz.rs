@@ -48,7 +48,7 @@ fn mutate(rng: &mut u64) -> String {
     for line in SHIPPED.lines() {
         let r = next(rng);
         match line.split_once(" = ") {
-            Some((key, _)) if r % 4 == 0 => {
+            Some((key, _)) if r.is_multiple_of(4) => {
                 let v = HOSTILE[(r >> 8) as usize % HOSTILE.len()];
                 text.push_str(&format!("{key} = {v}\n"));
             }
@@ -59,7 +59,7 @@ fn mutate(rng: &mut u64) -> String {
             }
         }
     }
-    if next(rng) % 8 == 0 {
+    if next(rng).is_multiple_of(8) {
         let cut = (next(rng) % (text.len() as u64 + 1)) as usize;
         let cut = (0..=cut).rev().find(|&c| text.is_char_boundary(c)).unwrap();
         text.truncate(cut);

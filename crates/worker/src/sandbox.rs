@@ -111,7 +111,7 @@ pub fn landlock_abi() -> Option<i32> {
             1u32, // LANDLOCK_CREATE_RULESET_VERSION
         )
     };
-    (v > 0).then(|| v as i32)
+    (v > 0).then_some(v as i32)
 }
 
 /// What a worker would be granted on this kernel, without restricting this process.
