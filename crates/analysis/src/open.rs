@@ -212,8 +212,8 @@ mod tests {
         // SAFETY: mkfifo with a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         // Without O_NONBLOCK this open would wait for a writer forever.
-        assert_eq!(refusal(&fifo, true), "not a regular file");
-        assert_eq!(refusal(dir.path(), true), "not a regular file");
+        assert!(refusal(&fifo, true).ends_with("not a regular file"));
+        assert!(refusal(dir.path(), true).ends_with("not a regular file"));
 
         let file = dir.path().join("a.flac");
         std::fs::write(&file, b"0123456789").unwrap();
