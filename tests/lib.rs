@@ -309,14 +309,47 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Optio
     }
 }
 
-/// Waits for the fault engine's `block-while MARKER` to report its worker's pid in
-/// `MARKER.pid`, then removes that file (so a retry can be told from this attempt).
+/// Waits for a worker that the fault engine's `block-while MARKER` holds (found by the blocking
+/// file among its open descriptors: a sandboxed worker can write nothing to say so) and returns
+/// its pid. Each worker is returned once per marker, so a retry can be told from this attempt.
 pub fn take_blocked_pid(marker: &Path, limit: Duration) -> u32 {
-    let pid_file = PathBuf::from(format!("{}.pid", marker.display()));
-    let pid = wait_for(&format!("{}", pid_file.display()), limit, || {
-        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
-    });
-    std::fs::remove_file(&pid_file).unwrap();
+    static TAKEN: Mutex<Vec<(PathBuf, u32)>> = Mutex::new(Vec::new());
+    let want = format!("TRACKMILL-FAULT block-while {}\n", marker.display());
+    let pid = wait_for(
+        &format!("a worker blocked on {}", marker.display()),
+        limit,
+        || {
+            let taken = TAKEN.lock().unwrap();
+            std::fs::read_dir("/proc")
+                .ok()?
+                .flatten()
+                .find_map(|entry| {
+                    let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                    if taken.iter().any(|(m, p)| *p == pid && m == marker) {
+                        return None;
+                    }
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                    if !cmd.split(|&b| b == 0).any(|a| a == b"worker") {
+                        return None;
+                    }
+                    let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                        .ok()?
+                        .flatten()
+                        .any(|fd| {
+                            // Only regular files: opening a pipe's descriptor would read the worker's stderr.
+                            if !std::fs::metadata(fd.path()).is_ok_and(|m| m.is_file()) {
+                                return false;
+                            }
+                            let mut head = vec![0u8; want.len()];
+                            std::fs::File::open(fd.path())
+                                .and_then(|mut f| f.read_exact(&mut head))
+                                .is_ok_and(|()| head == want.as_bytes())
+                        });
+                    holds.then_some(pid)
+                })
+        },
+    );
+    TAKEN.lock().unwrap().push((marker.to_path_buf(), pid));
     pid
 }
 

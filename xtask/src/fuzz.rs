@@ -1,6 +1,7 @@
-//! `cargo xtask fuzz [SECONDS]`: bounded fuzzing of the analysis crate. Runs the property test
-//! over mutated real files (`crates/analysis/tests/fuzz.rs`) in release mode for SECONDS
-//! (default 60): no panic may escape and no analysis may allocate beyond its cap.
+//! `cargo xtask fuzz [SECONDS]`: bounded fuzzing. Runs the property test over mutated real files
+//! (`crates/analysis/tests/fuzz.rs`) in release mode for SECONDS (default 60): no panic may
+//! escape and no analysis may allocate beyond its cap; then the config parser over mutated
+//! config text (`crates/supervisor/tests/config_fuzz.rs`) for a tenth of that: no panic.
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -28,5 +29,19 @@ pub fn run(args: &[String]) -> Result<()> {
                 "--nocapture",
             ])
             .env("TRACKMILL_FUZZ_SECONDS", seconds.to_string()),
+    )?;
+    util::run(
+        util::cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "trackmill-supervisor",
+                "--test",
+                "config_fuzz",
+                "--",
+                "--nocapture",
+            ])
+            .env("TRACKMILL_FUZZ_SECONDS", (seconds / 10).max(1).to_string()),
     )
 }

@@ -4,9 +4,9 @@
 use crate::decode::{decode, Decoded};
 use crate::error::AnalysisError;
 use crate::features::{estimate_key, fingerprint, FrameAnalyzer, FrameSummary, FINGERPRINT_MODEL};
-use crate::open::{open, Opened};
+use crate::open::{open, open_input, Opened};
 use crate::options::{MonoSink, NullSink, Options};
-use crate::tags::{read_tags, TagRead};
+use crate::tags::{read_tags_from, TagRead};
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -34,6 +34,18 @@ pub fn analyze_file_with(
     opts: &Options,
     sink: &mut dyn MonoSink,
 ) -> Result<Analysed, AnalysisError> {
+    let (file, file_len) = open_input(path, true)?;
+    analyze_open_with(file, file_len, opts, sink)
+}
+
+/// Analyses a file opened with [`crate::open_input`] (`file_len` as it returned): tags and
+/// audio are both read from this one descriptor, so the file analysed is the file checked.
+pub fn analyze_open_with(
+    file: File,
+    file_len: u64,
+    opts: &Options,
+    sink: &mut dyn MonoSink,
+) -> Result<Analysed, AnalysisError> {
     if opts.analysis_rate == 0 {
         return Err(AnalysisError::unsupported(
             Stage::Open,
@@ -41,26 +53,21 @@ pub fn analyze_file_with(
         ));
     }
     let mut stages = StageTimes::default();
-
-    let file = File::open(path).map_err(|e| AnalysisError::io(Stage::Open, &e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| AnalysisError::io(Stage::Open, &e))?;
-    if meta.is_dir() {
-        return Err(AnalysisError::corrupt(Stage::Open, "is a directory"));
-    }
-    let file_len = meta.len();
     if file_len == 0 {
         return Err(AnalysisError::corrupt(Stage::Probe, "empty file"));
     }
 
+    // The tag reader reads through its own cursor on a second descriptor of the same open file.
+    let tag_file = file
+        .try_clone()
+        .map_err(|e| AnalysisError::io(Stage::Open, &e))?;
     let t = Instant::now();
     let mut opened = guarded(Stage::Probe, || open(file, file_len))?;
     stages.probe_us = micros(t.elapsed());
 
     let t = Instant::now();
     let tag_read = if opts.read_tags {
-        catch_unwind(|| read_tags(path)).unwrap_or_else(|p| TagRead {
+        catch_unwind(|| read_tags_from(&tag_file)).unwrap_or_else(|p| TagRead {
             tags: Default::default(),
             notes: vec![format!("tag reader panicked: {}", panic_message(&*p))],
         })

@@ -10,7 +10,7 @@
 //!    cost nothing. Formats: MP3, FLAC, Ogg (Vorbis, Opus, FLAC), MP4/M4A (AAC, ALAC), WAV,
 //!    AIFF, CAF, Matroska/WebM, ADTS AAC. Opus decodes through libopus
 //!    (`symphonia-adapter-libopus`).
-//! 2. **Tags** (lofty): at most 100 items, values cut to 1,000 characters, lists to 10 entries,
+//! 2. **Tags** (lofty): at most 100 items, values cut to 1,024 bytes, lists to 10 entries,
 //!    pictures counted but never decoded, lofty's allocation limit at 16 MiB per item. A tag that
 //!    cannot be read adds a note; the audio is analysed anyway.
 //! 3. **Decode** (symphonia): packet by packet. Each decoded buffer feeds the EBU R128 /
@@ -47,8 +47,9 @@ mod source;
 pub mod tags;
 mod truepeak;
 
-pub use analyze::{analyze_file, analyze_file_with, Analysed};
+pub use analyze::{analyze_file, analyze_file_with, analyze_open_with, Analysed};
 pub use error::AnalysisError;
 pub use features::{FINGERPRINT_DIMS, FINGERPRINT_MODEL};
 pub use loudness::{LOUDNESS_FLOOR_LUFS, PEAK_FLOOR_DB, REPLAYGAIN_REFERENCE_LUFS};
+pub use open::open_input;
 pub use options::{MonoSink, NullSink, Options};

@@ -1,9 +1,12 @@
-//! Opening a file for decoding: format detection from content (never the extension), track
+//! Opening a file for decoding: the one open of the file ([`open_input`]: never blocks, refuses
+//! what is not a regular file), format detection from content (never the extension), track
 //! selection and decoder creation, with symphonia's formats and codecs plus libopus for Opus.
 
 use crate::error::AnalysisError;
 use crate::source::Window;
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::OnceLock;
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::codecs::registry::CodecRegistry;
@@ -32,6 +35,37 @@ pub struct Opened {
     pub duration_s: Option<f64>,
     /// Bytes of the file after leading tags (for the bitrate estimate).
     pub audio_bytes: u64,
+}
+
+/// Opens `path` once for everything the analysis reads (tags and audio): read-only,
+/// non-blocking and close-on-exec, and with `follow_symlinks` false also `O_NOFOLLOW`. The
+/// descriptor is then checked with `fstat`: anything but a regular file (a FIFO, a device or a
+/// socket swapped in after the scan) fails at once as corrupt, "not a regular file", instead of
+/// blocking `open` or `read` until the job's deadline. Returns the file and its length.
+pub fn open_input(path: &Path, follow_symlinks: bool) -> Result<(File, u64), AnalysisError> {
+    let mut flags = libc::O_NONBLOCK;
+    if !follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    // std adds O_CLOEXEC to every open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) if !follow_symlinks => AnalysisError::corrupt(
+                Stage::Open,
+                "is a symbolic link (library.follow_symlinks = false)",
+            ),
+            _ => AnalysisError::io(Stage::Open, &e),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| AnalysisError::io(Stage::Open, &e))?;
+    if !meta.is_file() {
+        return Err(AnalysisError::corrupt(Stage::Open, "not a regular file"));
+    }
+    Ok((file, meta.len()))
 }
 
 /// Formats only: tags are read by lofty, so symphonia's metadata readers stay unregistered.
@@ -156,4 +190,38 @@ pub fn open(file: File, file_len: u64) -> Result<Opened, AnalysisError> {
         duration_s,
         audio_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trackmill_types::FailureClass;
+
+    fn refusal(path: &Path, follow: bool) -> String {
+        let e = open_input(path, follow).expect_err("refused");
+        let f = e.to_failure();
+        assert_eq!(f.class, FailureClass::Corrupt, "{f:?}");
+        f.message.into_string()
+    }
+
+    #[test]
+    fn only_regular_files_are_opened_and_a_fifo_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("swapped.flac");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Without O_NONBLOCK this open would wait for a writer forever.
+        assert!(refusal(&fifo, true).ends_with("not a regular file"));
+        assert!(refusal(dir.path(), true).ends_with("not a regular file"));
+
+        let file = dir.path().join("a.flac");
+        std::fs::write(&file, b"0123456789").unwrap();
+        let link = dir.path().join("link.flac");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let (_, len) = open_input(&link, true).unwrap();
+        assert_eq!(len, 10);
+        assert!(refusal(&link, false).contains("symbolic link"));
+        assert!(open_input(&file, false).is_ok());
+    }
 }

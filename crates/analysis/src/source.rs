@@ -57,6 +57,44 @@ impl Seek for Window {
     }
 }
 
+/// Reads `file` at its own position with `pread`, so several readers can share one descriptor
+/// (the tag reader and the demuxer's [`Window`]) without moving each other's offset.
+pub struct PositionalReader<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl<'a> PositionalReader<'a> {
+    pub fn new(file: &'a File) -> Self {
+        PositionalReader { file, pos: 0 }
+    }
+}
+
+impl Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for PositionalReader<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let base = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.file.metadata()?.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = base.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the file",
+            )
+        })?;
+        Ok(self.pos)
+    }
+}
+
 impl MediaSource for Window {
     fn is_seekable(&self) -> bool {
         true
@@ -69,7 +107,7 @@ impl MediaSource for Window {
 
 /// Offset of the first byte after the leading ID3v2 tags (0 when there are none). A tag whose
 /// stated size runs past the end of the file is not skipped: the demuxer then reports the damage.
-pub fn skip_id3v2(file: &mut File, file_len: u64) -> io::Result<u64> {
+pub fn skip_id3v2<R: Read + Seek>(file: &mut R, file_len: u64) -> io::Result<u64> {
     let mut pos = 0u64;
     // Files sometimes carry several tags back to back; a few is plenty.
     for _ in 0..8 {
@@ -101,7 +139,7 @@ pub fn id3v2_size(h: &[u8; 10]) -> Option<u64> {
 
 /// Counts the pictures (APIC / PIC frames) in the ID3v2 tags that fill `file[0..end]`, and
 /// their total size, reading frame headers only. Best effort: a damaged tag stops the count.
-pub fn id3v2_pictures(file: &mut File, end: u64) -> io::Result<(u32, u64)> {
+pub fn id3v2_pictures<R: Read + Seek>(file: &mut R, end: u64) -> io::Result<(u32, u64)> {
     let (mut count, mut bytes) = (0u32, 0u64);
     let mut tag_start = 0u64;
     while tag_start + 10 <= end {
@@ -204,7 +242,7 @@ fn synchsafe(b: [u8; 4]) -> u32 {
         .fold(0u32, |acc, &x| (acc << 7) | u32::from(x & 0x7F))
 }
 
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full<R: Read>(file: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..]) {

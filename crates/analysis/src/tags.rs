@@ -1,18 +1,20 @@
 //! Bounded tag reading with lofty: at most [`MAX_ITEMS`] items, values cut to
-//! [`MAX_VALUE_CHARS`] characters, lists to [`MAX_LIST`] entries, pictures counted, never decoded.
+//! [`MAX_VALUE_BYTES`] bytes on a character boundary, lists to [`MAX_LIST`] entries, pictures
+//! counted, never decoded.
 //! A tag that cannot be read never fails the file: the caller gets notes instead.
 
 use lofty::config::{apply_global_options, GlobalOptions, ParseOptions, ParsingMode};
 use lofty::file::TaggedFileExt;
 use lofty::probe::Probe;
 use lofty::tag::{ItemKey, ItemValue, Tag};
+use std::fs::File;
 use std::path::Path;
 use trackmill_types::{CleanText, Tags};
 
 /// Tag items looked at per file, across all of its tags.
 pub const MAX_ITEMS: usize = 100;
-/// Characters kept of one value.
-pub const MAX_VALUE_CHARS: usize = 1000;
+/// Bytes kept of one value (cut on a character boundary; `Tags::truncated` is then set).
+pub const MAX_VALUE_BYTES: usize = 1024;
 /// Entries kept of a list (artists, genres).
 pub const MAX_LIST: usize = 10;
 /// lofty's per-item allocation limit: a larger item (a huge picture) makes lofty fail, and the
@@ -30,10 +32,22 @@ pub struct TagRead {
 
 /// Reads the tags of `path`. Never fails: errors become notes.
 pub fn read_tags(path: &Path) -> TagRead {
+    match File::open(path) {
+        Ok(file) => read_tags_from(&file),
+        Err(e) => TagRead {
+            tags: Tags::default(),
+            notes: vec![format!("tags unreadable: {e}")],
+        },
+    }
+}
+
+/// Reads the tags of an open file through its own cursor (`pread`), so the descriptor's offset
+/// is left as it was. Never fails: errors become notes.
+pub fn read_tags_from(file: &File) -> TagRead {
     apply_global_options(GlobalOptions::new().allocation_limit(ALLOCATION_LIMIT));
     let mut notes = Vec::new();
-    if let Some((count, bytes)) = large_id3v2_pictures(path) {
-        return match read_with(path, false) {
+    if let Some((count, bytes)) = large_id3v2_pictures(file) {
+        return match read_with(file, false) {
             Ok(mut tags) => {
                 tags.picture_count = count;
                 tags.picture_bytes = bytes;
@@ -50,9 +64,9 @@ pub fn read_tags(path: &Path) -> TagRead {
             }
         };
     }
-    match read_with(path, true) {
+    match read_with(file, true) {
         Ok(tags) => TagRead { tags, notes },
-        Err(first) => match read_with(path, false) {
+        Err(first) => match read_with(file, false) {
             Ok(mut tags) => {
                 notes.push(format!("tags: pictures not counted ({first})"));
                 tags.truncated = true;
@@ -71,9 +85,9 @@ pub fn read_tags(path: &Path) -> TagRead {
 
 /// Picture count and bytes of a file whose leading ID3v2 tags exceed
 /// [`ID3_PICTURE_READ_LIMIT`]; `None` for any other file.
-fn large_id3v2_pictures(path: &Path) -> Option<(u32, u64)> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
+fn large_id3v2_pictures(file: &File) -> Option<(u32, u64)> {
+    let len = file.metadata().ok()?.len();
+    let mut f = crate::source::PositionalReader::new(file);
     let end = crate::source::skip_id3v2(&mut f, len).ok()?;
     if end <= ID3_PICTURE_READ_LIMIT {
         return None;
@@ -81,12 +95,13 @@ fn large_id3v2_pictures(path: &Path) -> Option<(u32, u64)> {
     crate::source::id3v2_pictures(&mut f, end).ok()
 }
 
-fn read_with(path: &Path, pictures: bool) -> Result<Tags, lofty::error::FileParseError> {
+fn read_with(file: &File, pictures: bool) -> Result<Tags, lofty::error::FileParseError> {
     let opts = ParseOptions::new()
         .read_properties(false)
         .read_cover_art(pictures)
         .parsing_mode(ParsingMode::BestAttempt);
-    let file = Probe::open(path)?.options(opts).guess_file_type()?.read()?;
+    let reader = crate::source::PositionalReader::new(file);
+    let file = Probe::new(reader).options(opts).guess_file_type()?.read()?;
     let mut out = Tags::default();
     let mut budget = MAX_ITEMS;
     // The format's primary tag first, then the others, each filling only what is still missing.
@@ -159,16 +174,17 @@ fn fill(out: &mut Tags, tag: &Tag, budget: &mut usize) {
     }
 }
 
-/// Cuts `raw` to [`MAX_VALUE_CHARS`] characters and sanitizes it; `None` when nothing is left.
+/// Cuts `raw` to [`MAX_VALUE_BYTES`] bytes on a character boundary and sanitizes it; `None` when
+/// nothing is left.
 pub fn clean_value(raw: &str, truncated: &mut bool) -> Option<CleanText> {
-    let cut = match raw.char_indices().nth(MAX_VALUE_CHARS) {
-        Some((i, _)) => {
-            *truncated = true;
-            &raw[..i]
-        }
-        None => raw,
-    };
-    CleanText::non_empty(cut, MAX_VALUE_CHARS * 4)
+    let mut end = raw.len().min(MAX_VALUE_BYTES);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < raw.len() {
+        *truncated = true;
+    }
+    CleanText::non_empty(&raw[..end], MAX_VALUE_BYTES)
 }
 
 fn set(slot: &mut Option<CleanText>, raw: &str, truncated: &mut bool) {
@@ -247,8 +263,22 @@ mod tests {
         let mut tr = false;
         let long = "é".repeat(5000);
         let v = clean_value(&long, &mut tr).unwrap();
-        assert_eq!(v.as_str().chars().count(), MAX_VALUE_CHARS);
+        // 512 two-byte characters: the 1,024-byte cap falls on a character boundary.
+        assert_eq!(v.as_str().len(), MAX_VALUE_BYTES);
         assert!(tr);
+        let mut tr = false;
+        let odd = format!("a{}", "é".repeat(600));
+        let v = clean_value(&odd, &mut tr).unwrap();
+        assert_eq!(
+            v.as_str().len(),
+            MAX_VALUE_BYTES - 1,
+            "cut before a split character"
+        );
+        assert!(tr);
+        let mut tr = false;
+        let exact = "b".repeat(MAX_VALUE_BYTES);
+        assert_eq!(clean_value(&exact, &mut tr).unwrap().as_str(), exact);
+        assert!(!tr);
         let mut tr = false;
         assert_eq!(clean_value("a\0b", &mut tr).unwrap().as_str(), "ab");
         assert!(clean_value("  ", &mut tr).is_none());

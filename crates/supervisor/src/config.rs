@@ -1,7 +1,9 @@
 //! The configuration file (`trackmill.toml`): every key, its default, and validation with clear
-//! errors. Unknown keys are rejected so a typo never passes silently.
+//! errors. Unknown keys are rejected so a typo never passes silently; every duration, size and
+//! count has an upper bound, and a value out of range is an error that names its key. Also the
+//! lexical normalisation of paths an operator sends.
 
-use crate::units::parse_size;
+use crate::units::{parse_size_saturating, MAX_DURATION, MAX_SIZE};
 use serde::{de, Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +19,29 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// `path` with `.` and `..` resolved lexically (without touching the file system) and repeated
+/// separators dropped: `/music/../etc` becomes `/etc`, so a check that it lies under a library
+/// root sees where it really points. `..` at the root stays at the root; a relative path keeps
+/// the `..` it cannot resolve (it is never under an absolute root).
+pub fn normalize_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// Why a library root cannot be used.
@@ -292,6 +317,29 @@ impl Config {
         if self.workers.hello_timeout.is_zero() {
             return bad("workers.hello_timeout must be positive".into());
         }
+        for (key, d) in self.durations() {
+            if d > MAX_DURATION {
+                return bad(format!("{key} is above the maximum of 365 days"));
+            }
+        }
+        if self.workers.memory_limit > MAX_SIZE {
+            return bad("workers.memory_limit is above the maximum of 1PiB".into());
+        }
+        for (key, n, max) in [
+            (
+                "workers.max_attempts",
+                self.workers.max_attempts as usize,
+                100,
+            ),
+            ("workers.queue_depth", self.workers.queue_depth, 1_000_000),
+            ("database.batch_size", self.database.batch_size, 100_000),
+            ("database.max_unacked", self.database.max_unacked, 1_000_000),
+            ("analysis.model_threads", self.analysis.model_threads, 1024),
+        ] {
+            if n > max {
+                return bad(format!("{key} = {n} is above the maximum of {max}"));
+            }
+        }
         if !(0.0..=1.0).contains(&self.memory.high) || !(0.0..=1.0).contains(&self.memory.critical)
         {
             return bad(
@@ -327,6 +375,23 @@ impl Config {
         Ok(())
     }
 
+    /// Every duration setting with its key (each is at most [`MAX_DURATION`]).
+    fn durations(&self) -> [(&'static str, Duration); 11] {
+        [
+            ("workers.job_timeout", self.workers.job_timeout),
+            ("workers.kill_grace", self.workers.kill_grace),
+            ("workers.hello_timeout", self.workers.hello_timeout),
+            ("workers.retry_backoff", self.workers.retry_backoff),
+            ("workers.restart_window", self.workers.restart_window),
+            ("memory.poll_interval", self.memory.poll_interval),
+            ("database.batch_interval", self.database.batch_interval),
+            ("database.lease_ttl", self.database.lease_ttl),
+            ("service.shutdown_grace", self.service.shutdown_grace),
+            ("service.rescan_interval", self.service.rescan_interval),
+            ("service.watch_debounce", self.service.watch_debounce),
+        ]
+    }
+
     /// Worker count with 0 resolved to the number of CPUs.
     pub fn worker_count(&self) -> usize {
         if self.workers.count == 0 {
@@ -354,9 +419,12 @@ enum NumOrStr {
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match NumOrStr::deserialize(d)? {
+        // `as` saturates, and `validate` names the key of a size above the bound.
         NumOrStr::Num(n) if n >= 0.0 => Ok(n as u64),
-        NumOrStr::Num(n) => Err(de::Error::custom(format!("size {n} is negative"))),
-        NumOrStr::Str(s) => parse_size(&s).map_err(de::Error::custom),
+        NumOrStr::Num(n) => Err(de::Error::custom(format!(
+            "size {n} is not a positive number"
+        ))),
+        NumOrStr::Str(s) => parse_size_saturating(&s).map_err(de::Error::custom),
     }
 }
 
@@ -381,16 +449,18 @@ fn de_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 }
 
 mod dur {
-    //! Durations written as `90s`, `5m`, `250ms` (or a number of seconds).
+    //! Durations written as `90s`, `5m`, `250ms` (or a number of seconds). One too large for
+    //! `Duration` saturates, so that `validate` reports it with its key.
     use super::NumOrStr;
     use serde::{de, Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match NumOrStr::deserialize(d)? {
-            NumOrStr::Num(n) if n >= 0.0 => Ok(Duration::from_secs_f64(n)),
-            NumOrStr::Num(n) => Err(de::Error::custom(format!("duration {n} is negative"))),
-            NumOrStr::Str(s) => crate::units::parse_duration(&s).map_err(de::Error::custom),
+            NumOrStr::Num(n) => crate::units::secs_saturating(n).map_err(de::Error::custom),
+            NumOrStr::Str(s) => {
+                crate::units::parse_duration_saturating(&s).map_err(de::Error::custom)
+            }
         }
     }
 
@@ -433,6 +503,51 @@ mod tests {
         assert!((c.memory.high - 0.8).abs() < 1e-9);
         assert!(Config::parse("[workers]\nmemory_limit = \"lots\"\n").is_err());
         assert!(Config::parse("[memory]\nhigh = 0.99\ncritical = 0.9\n").is_err());
+    }
+
+    #[test]
+    fn values_out_of_range_name_their_key() {
+        let e = Config::parse("[workers]\njob_timeout = \"99999999999999999999s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("workers.job_timeout"), "{e}");
+        let e = Config::parse("[service]\nrescan_interval = 1e300\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("service.rescan_interval"), "{e}");
+        let e = Config::parse("[memory]\npoll_interval = inf\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memory.poll_interval"), "{e}");
+        assert!(Config::parse("[memory]\npoll_interval = nan\n").is_err());
+        let e = Config::parse("[workers]\nmemory_limit = \"99999999999999999999TiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("workers.memory_limit"), "{e}");
+        let e = Config::parse("[workers]\nmemory_limit = 1e300\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("workers.memory_limit"), "{e}");
+        let e = Config::parse("[database]\nmax_unacked = 9223372036854775807\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.max_unacked"), "{e}");
+        assert!(Config::parse("[service]\nrescan_interval = \"365d\"\n").is_err());
+        assert!(Config::parse("[service]\nrescan_interval = \"8760h\"\n").is_ok());
+    }
+
+    #[test]
+    fn paths_are_normalised_lexically() {
+        let n = |s: &str| normalize_path(Path::new(s));
+        assert_eq!(n("/music/../etc"), PathBuf::from("/etc"));
+        assert_eq!(
+            n("/music/./a//b/../c.flac"),
+            PathBuf::from("/music/a/c.flac")
+        );
+        assert_eq!(n("/../../etc/passwd"), PathBuf::from("/etc/passwd"));
+        assert_eq!(n("/music/a/.."), PathBuf::from("/music"));
+        assert_eq!(n("a/../../b"), PathBuf::from("../b"));
+        assert_eq!(n("/"), PathBuf::from("/"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The control socket of `trackmill serve`: a Unix socket in a private directory (0700, socket
-//! 0600) whose peers must have the service's uid (checked with SO_PEERCRED); one request frame in,
+//! 0600) whose peers must have the service's uid (checked with SO_PEERCRED) and must not be one of
+//! the service's own descendants (a worker has the same uid); one request frame in,
 //! one response frame out. Also the blocking client used by `trackmill status`, `kill`, ….
 
 use crate::event::Event;
@@ -223,6 +224,21 @@ pub fn spawn_server(listener: UnixListener, events: mpsc::UnboundedSender<Event>
 async fn serve_one(mut stream: tokio::net::UnixStream, events: mpsc::UnboundedSender<Event>) {
     let me = nix::unistd::geteuid().as_raw();
     let reply = match stream.peer_cred() {
+        Ok(cred)
+            if cred.uid() == me
+                && cred
+                    .pid()
+                    .is_some_and(|p| is_descendant(p, std::process::id())) =>
+        {
+            tracing::warn!(
+                "control socket: refused pid {:?}, a process this service started",
+                cred.pid()
+            );
+            Some(ControlResponse::Refused(
+                "a process started by this service (a worker or the DB writer) may not control it"
+                    .into(),
+            ))
+        }
         Ok(cred) if cred.uid() == me => None,
         Ok(cred) => {
             tracing::warn!(
@@ -270,6 +286,32 @@ async fn serve_one(mut stream: tokio::net::UnixStream, events: mpsc::UnboundedSe
     let _ = write_frame_async(&mut stream, &reply).await;
 }
 
+/// The parent pid in `/proc/PID/stat` (the field after the parenthesised command name, which
+/// may itself contain spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// True when `pid` is a child, grandchild… of `ancestor` (not `ancestor` itself): its chain of
+/// parents in /proc reaches `ancestor` before pid 1. A worker runs with this service's uid, so
+/// the uid check alone would let it resize, drain or kill the pool.
+pub fn is_descendant(pid: i32, ancestor: u32) -> bool {
+    let Ok(mut p) = u32::try_from(pid) else {
+        return false;
+    };
+    // Process trees are shallow; the bound only guards against a cycle read mid-reparenting.
+    for _ in 0..256 {
+        match parent_of(p) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent > 1 && parent != p => p = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the service at {path}: {source} (is `trackmill serve` running?)")]
@@ -310,5 +352,42 @@ pub fn request(path: &Path, command: ControlCommand) -> Result<ControlResponse, 
 pub fn remove_socket(path: &Path, ino: u64) {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == ino) {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descendants_are_recognised_through_the_process_tree() {
+        let me = std::process::id();
+        // A grandchild: sh starts sleep and waits for it.
+        let mut sh = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sh.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        assert!(is_descendant(sh.id() as i32, me));
+        assert!(is_descendant(grandchild, me));
+        assert!(
+            !is_descendant(me as i32, me),
+            "a process is not its own descendant"
+        );
+        assert!(!is_descendant(parent_of(me).unwrap() as i32, me));
+        assert!(!is_descendant(1, me));
+        assert!(!is_descendant(-1, me));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        sh.wait().unwrap();
     }
 }

@@ -39,8 +39,8 @@ pub struct SpawnSpec {
     pub worker_args: Vec<OsString>,
     pub worker_env: Vec<(OsString, OsString)>,
     pub db_args: Vec<OsString>,
-    /// Environment of the DB writer: its database URL travels here, not on a command line that
-    /// every local user can read.
+    /// Environment of the DB writer; its database URL is the `spawn::SECRET_ENV` entry, which
+    /// travels through a pipe on fd 4, never on a command line or in the environment.
     pub db_env: Vec<(OsString, OsString)>,
     /// GPU workers are capped with RLIMIT_DATA instead of RLIMIT_AS.
     pub gpu: bool,
@@ -121,6 +121,8 @@ struct Supervisor {
     claims_done: bool,
     claim_not_before: Instant,
     scan_stop: Arc<AtomicBool>,
+    /// Files the walks skipped as aliases (links to a file the pass already yielded).
+    aliases: Arc<std::sync::atomic::AtomicU64>,
     summary: Summary,
     pressure: Pressure,
     last_pressure_poll: Instant,
@@ -212,6 +214,7 @@ impl Supervisor {
             claims_done: false,
             claim_not_before: now,
             scan_stop: Arc::new(AtomicBool::new(false)),
+            aliases: Arc::default(),
             summary: Summary::new(),
             pressure: Pressure::new(cfg.memory.high, cfg.memory.critical, workers),
             last_pressure_poll: now,
@@ -246,6 +249,7 @@ impl Supervisor {
         }
         .into();
         s.error = self.fatal.take();
+        s.aliases = self.aliases.load(Ordering::Relaxed);
         s.elapsed_s = self.started.elapsed().as_secs_f64();
         s.db_writer_restarts = self.db.restarts().saturating_sub(1);
         s.supervisor_peak_rss_bytes = procmem::peak_bytes();
@@ -315,7 +319,12 @@ async fn run(
                 let _ = tokio::task::spawn_blocking(move || h.join()).await;
             }
             let (tx, rx) = mpsc::channel::<ScanMsg>(1);
-            scan_thread = Some(scanner::start(settings, tx, sup.scan_stop.clone()));
+            scan_thread = Some(scanner::start(
+                settings,
+                tx,
+                sup.scan_stop.clone(),
+                sup.aliases.clone(),
+            ));
             scan_rx = Some(rx);
         }
         let want_scan = sup.wants_scan_batch() && scan_rx.is_some();

@@ -28,6 +28,9 @@ pub struct Summary {
     pub unstored: u64,
     /// Files another live run held a lease on (shared database), not counted in `files_seen`.
     pub busy_elsewhere: u64,
+    /// Files skipped because the walk had already yielded them under another path (symbolic or
+    /// hard links); not counted in `files_seen`.
+    pub aliases: u64,
     pub partial: u64,
     pub worker_exits: BTreeMap<String, u64>,
     pub db_writer_restarts: u64,

@@ -1,13 +1,18 @@
 //! How the supervisor starts its children: the same binary with the hidden `worker` and
-//! `db-writer` subcommands, their arguments and the environment they inherit.
+//! `db-writer` subcommands, their arguments and the environment they inherit. Children start
+//! from a cleared environment (`spawn::ENV_ALLOWLIST` plus what is named here); the DB writer
+//! gets its database URL through a pipe (`spawn::SECRET_ENV`), reads it once at start and makes
+//! itself non-dumpable, so no password is in any child's argv or environment.
 
 use crate::cli::CliError;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use trackmill_dbwriter::DbUrl;
+use trackmill_supervisor::spawn::{read_secret, with_library_roots, SECRET_ENV};
 use trackmill_supervisor::{Config, SpawnSpec};
 
-/// Variables a worker keeps from the supervisor's environment.
+/// Variables a worker keeps from the supervisor's environment, besides those every child keeps
+/// (`spawn::ENV_ALLOWLIST`).
 const PASSTHROUGH: [&str; 4] = [
     "TRACKMILL_FAULT_INJECTION",
     "TRACKMILL_FAULT_HELLO_WHILE",
@@ -23,11 +28,13 @@ pub fn worker_env() -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// `db_arg` is the URL as given on the command line, if it was; `config_file` the configuration
-/// file, against which a relative `analysis.models_dir` resolves. Checks the configured models
-/// once (see [`crate::models::worker_args`]).
+/// `roots` are the library roots the workers' sandbox may read; `db_arg` is the URL as given on
+/// the command line, if it was; `config_file` the configuration file, against which a relative
+/// `analysis.models_dir` resolves. Checks the configured models once (see
+/// [`crate::models::worker_args`]) and logs what the workers' sandbox will be granted.
 pub fn spawn_spec(
     cfg: &Config,
+    roots: &[PathBuf],
     url: &DbUrl,
     db_arg: Option<&str>,
     config_file: Option<&Path>,
@@ -49,14 +56,34 @@ pub fn spawn_spec(
     ];
     let worker_env = worker_env();
     let worker = crate::models::worker_args(cfg, config_file, &exe, &worker_env);
+    let mut worker_args = with_library_roots(&worker.args, roots);
+    if !cfg.library.follow_symlinks {
+        worker_args.push("--no-follow-symlinks".into());
+    }
+    tracing::info!("worker sandbox: {}", trackmill_worker::sandbox::probe());
     Ok(SpawnSpec {
         exe,
-        worker_args: worker.args,
+        worker_args,
         worker_env,
         db_args,
-        db_env: vec![(crate::DB_URL_ENV.into(), url_text.into())],
+        // Through a pipe, not the environment (see `spawn::SECRET_ENV`).
+        db_env: vec![(SECRET_ENV.into(), url_text.into())],
         gpu: cfg.analysis.gpu,
         models: worker.models,
         lease_on_dispatch: matches!(url, DbUrl::Postgres(..)),
     })
+}
+
+/// Start-up of the DB writer: marks this process non-dumpable (another process of the same user
+/// can then neither read its memory nor its environment, nor attach to it), then reads the
+/// database URL from the pipe the supervisor gave it, or takes `--db` when run by hand.
+pub fn db_writer_url(db_arg: Option<String>) -> Result<String, String> {
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| format!("cannot make the DB writer non-dumpable: {e}"))?;
+    if let Some(url) = db_arg {
+        return Ok(url);
+    }
+    let secret =
+        read_secret().ok_or("no database URL: give --db (the supervisor sends it on fd 4)")?;
+    String::from_utf8(secret).map_err(|_| "the database URL is not UTF-8".to_string())
 }

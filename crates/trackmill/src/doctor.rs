@@ -1,6 +1,7 @@
 //! `trackmill doctor [--json]`: what a scan would run with. The ONNX Runtime (path, version), the
-//! configured models with their checksums, GPU availability, database reachability, and the
-//! effective worker limits. Exit 0 when everything works, 9 otherwise.
+//! configured models with their checksums, GPU availability, database reachability, the
+//! effective worker limits and what the kernel grants the workers' sandbox. Exit 0 when
+//! everything works, 9 otherwise.
 
 use crate::cli::{exit, load_config, CliResult, Overrides};
 use crate::models;
@@ -59,6 +60,7 @@ pub fn run(a: DoctorArgs) -> CliResult {
     let gpu = gpu_report(&cfg, &model_report);
     let database = database_report(a.db.as_deref(), &cfg, &mut problems);
     let limits = limits_report(&cfg);
+    let sandbox = sandbox_report();
     let report = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config": a.config.as_ref().map_or("(built-in defaults)".to_string(), |p| p.display().to_string()),
@@ -66,6 +68,7 @@ pub fn run(a: DoctorArgs) -> CliResult {
         "gpu": gpu,
         "database": database,
         "limits": limits,
+        "sandbox": sandbox,
         "problems": problems,
     });
     if a.json {
@@ -81,6 +84,18 @@ pub fn run(a: DoctorArgs) -> CliResult {
     } else {
         Ok(ExitCode::from(exit::CHECK_FAILED))
     }
+}
+
+/// What a worker's sandbox gets on this kernel (`worker sandbox: …` in a scan's log).
+fn sandbox_report() -> Value {
+    let r = trackmill_worker::sandbox::probe();
+    json!({
+        "landlock_abi": r.landlock_abi,
+        "filesystem_restricted": r.filesystem,
+        "network_restricted": r.network,
+        "seccomp": r.seccomp,
+        "summary": r.to_string(),
+    })
 }
 
 /// Why a model entry of the report is not ok.
@@ -260,6 +275,7 @@ fn print_human(r: &Value) {
             format!("UNREACHABLE: {}", s(&d["error"]))
         }
     );
+    println!("\nWorker sandbox\n  {}", s(&r["sandbox"]["summary"]));
     let l = &r["limits"];
     println!(
         "\nLimits\n  {} workers, each capped at {} ({}); {} if all reach the cap, RAM {}\n  \

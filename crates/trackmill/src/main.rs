@@ -71,9 +71,10 @@ enum Cmd {
     Worker(worker_cmd::WorkerArgs),
     #[command(hide = true, name = "db-writer")]
     DbWriter {
-        /// Set by the supervisor through the environment, so no password shows in `ps`.
-        #[arg(long, env = DB_URL_ENV, hide_env_values = true)]
-        db: String,
+        /// For a run by hand only: the supervisor sends the URL through a pipe, so that no
+        /// password is in `ps` or /proc/PID/environ.
+        #[arg(long)]
+        db: Option<String>,
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
         #[arg(long, default_value_t = 200)]
@@ -140,6 +141,8 @@ fn run(cmd: Cmd) -> CliResult {
             batch_ms,
             lease_ttl_s,
         } => {
+            let db = children::db_writer_url(db)
+                .map_err(|e| CliError::new(exit::BAD_DB, format!("db-writer: {e}")))?;
             // SAFETY: as for the worker.
             let chan = unsafe { UnixStream::from_raw_fd(3) };
             let url = DbUrl::parse(&db)
@@ -217,7 +220,7 @@ fn scan(a: ScanArgs) -> CliResult {
     )?;
     let roots = library_roots(&a.paths)?;
     let url = db_url(a.db.clone(), &cfg)?;
-    let spawn = children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref())?;
+    let spawn = children::spawn_spec(&cfg, &roots, &url, a.db.as_deref(), a.config.as_deref())?;
     tracing::info!(
         "scanning {} root(s) into {} with {} workers",
         roots.len(),

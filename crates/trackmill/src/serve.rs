@@ -28,7 +28,13 @@ pub fn serve(a: ServeArgs) -> CliResult {
     let control_path = control::socket_path(&cfg.service.control_socket);
     let claim = control::claim(&control_path).map_err(|e| CliError::new(exit::CONTROL, e))?;
     let url = db_url(a.db.clone(), &cfg)?;
-    let spawn = crate::children::spawn_spec(&cfg, &url, a.db.as_deref(), a.config.as_deref())?;
+    let spawn = crate::children::spawn_spec(
+        &cfg,
+        &cfg.library.roots,
+        &url,
+        a.db.as_deref(),
+        a.config.as_deref(),
+    )?;
     // `_lock` is held until the service returns: no other service may take this socket meanwhile.
     let control::Bound {
         listener,

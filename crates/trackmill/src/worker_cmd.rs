@@ -1,6 +1,6 @@
-//! The hidden `worker` subcommand: its command line (recycling, which models to load and how) and,
-//! with `--probe-models`, the one-off model check the supervisor runs in a capped worker before
-//! a scan.
+//! The hidden `worker` subcommand: its command line (recycling, which models to load and how, the
+//! library roots its sandbox may read) and, with `--probe-models`, the one-off model check the
+//! supervisor runs in a capped worker before a scan. The sandbox is entered first of all.
 
 use serde_json::json;
 use std::io::Write;
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use trackmill_analysis::model::{ModelConfig, ModelSet};
 use trackmill_supervisor::spawn::CHANNEL_FD;
+use trackmill_worker::sandbox::Policy;
 use trackmill_worker::{EngineConfig, WorkerConfig};
 
 /// Set by the supervisor only (see `models::worker_args`).
@@ -34,6 +35,14 @@ pub struct WorkerArgs {
     /// Load the models, write a JSON report to the channel and exit.
     #[arg(long)]
     pub probe_models: bool,
+    /// A library root (repeatable): the sandbox lets the worker read files only under these
+    /// (and the models, the runtime library and the system's libraries). None: the file system
+    /// is not restricted.
+    #[arg(long = "library-root")]
+    pub library_roots: Vec<PathBuf>,
+    /// Open each file with O_NOFOLLOW (`library.follow_symlinks = false`).
+    #[arg(long)]
+    pub no_follow_symlinks: bool,
 }
 
 impl WorkerArgs {
@@ -53,9 +62,37 @@ impl WorkerArgs {
     }
 }
 
+/// What the worker's sandbox lets it read: the library roots, and with them the models, the
+/// runtime library's directory and the directories of `LD_LIBRARY_PATH`.
+fn sandbox_policy(args: &WorkerArgs) -> Policy {
+    let mut read = args.library_roots.clone();
+    if !read.is_empty() {
+        if let Some(mc) = args.model_config() {
+            read.push(mc.models_dir.clone());
+            if let Some(dir) = mc
+                .resolve_runtime()
+                .ok()
+                .and_then(|p| p.parent().map(PathBuf::from))
+            {
+                read.push(dir);
+            }
+        }
+        if let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") {
+            read.extend(std::env::split_paths(&paths).filter(|p| p.is_absolute()));
+        }
+    }
+    Policy {
+        read,
+        gpu: args.gpu,
+        write: Vec::new(),
+    }
+}
+
 /// Runs the worker (or the probe) on the channel the supervisor placed on fd 3; returns the exit
 /// code.
 pub fn run(args: WorkerArgs) -> i32 {
+    let report = trackmill_worker::sandbox::enter(&sandbox_policy(&args));
+    tracing::debug!("sandbox: {report}");
     // SAFETY: the supervisor placed our channel on fd 3 before exec; nothing else owns it.
     let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     if args.probe_models {
@@ -67,6 +104,7 @@ pub fn run(args: WorkerArgs) -> i32 {
             analysis: Default::default(),
             models: args.model_config(),
         },
+        follow_symlinks: !args.no_follow_symlinks,
     };
     trackmill_worker::run(chan, cfg)
 }

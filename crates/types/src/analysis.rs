@@ -1,5 +1,6 @@
 //! The analysis record: one fixed, versioned description of a track (audio properties, tags,
-//! features, embeddings). Field meanings and units are documented here and in the README.
+//! features, embeddings). Field meanings and units are documented here and in the README. Its
+//! lists are capped while decoding (`bounded.rs`).
 
 use crate::CleanText;
 use serde::{Deserialize, Serialize};
@@ -19,11 +20,14 @@ pub struct TrackAnalysis {
     /// `None` only when no audio could be decoded for features (the file then is a failure instead).
     pub features: Option<Features>,
     /// Float vectors for similarity, one per model (the DSP fingerprint is `trackmill-dsp-v1`).
+    #[serde(deserialize_with = "crate::bounded::de::embeddings")]
     pub embeddings: Vec<Embedding>,
     /// Names of the models that ran on this file (empty for a DSP-only analysis); stored with the
     /// track so that a later run with more models knows the file still needs them.
+    #[serde(deserialize_with = "crate::bounded::de::models")]
     pub models: Vec<CleanText>,
     /// Notes for the operator (e.g. "partial: decode error at 12.3 s"), sanitized.
+    #[serde(deserialize_with = "crate::bounded::de::notes")]
     pub notes: Vec<CleanText>,
 }
 
@@ -45,13 +49,16 @@ pub struct AudioProps {
     pub bitrate_kbps: Option<u32>,
 }
 
-/// Tags, bounded: at most 10 items per list, values capped at 1,000 characters.
+/// Tags, bounded: at most 10 items per list, values capped at 1,024 bytes (cut on a character
+/// boundary); decoding refuses lists longer than [`crate::bounded::MAX_TAG_LIST`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tags {
     pub title: Option<CleanText>,
+    #[serde(deserialize_with = "crate::bounded::de::tag_list")]
     pub artists: Vec<CleanText>,
     pub album: Option<CleanText>,
     pub album_artist: Option<CleanText>,
+    #[serde(deserialize_with = "crate::bounded::de::tag_list")]
     pub genres: Vec<CleanText>,
     pub year: Option<i32>,
     pub track_number: Option<u32>,
@@ -121,5 +128,6 @@ pub struct Features {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Embedding {
     pub model: CleanText,
+    #[serde(deserialize_with = "crate::bounded::de::embedding_values")]
     pub values: Vec<f32>,
 }

@@ -1,11 +1,17 @@
 //! `CleanText`: text that is safe for any database: valid UTF-8, no NUL, no C0 control characters
-//! except tab, newline and carriage return, and capped in length on a character boundary.
+//! except tab, newline and carriage return, and capped in length (bytes) on a character boundary.
+//! Decoding refuses text longer than [`MAX_DECODED_BYTES`] before copying it.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
 /// Default cap, in bytes, for text built with [`CleanText::new`].
 pub const DEFAULT_MAX_BYTES: usize = 4096;
+
+/// The longest text, in bytes, that deserializing a `CleanText` accepts (the widest cap any
+/// constructor is given: a path shown as text). Longer text is a decode error, raised before the
+/// text is copied, so a hostile frame cannot make the reader hold more than this per string.
+pub const MAX_DECODED_BYTES: usize = 8192;
 
 /// Sanitized text. The only ways to build one run the sanitizer, so holding a `CleanText` is proof
 /// that the invariant holds. Deserializing also sanitizes, so a hostile frame cannot smuggle a NUL.
@@ -82,8 +88,26 @@ impl AsRef<str> for CleanText {
 
 impl<'de> Deserialize<'de> for CleanText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(CleanText::with_max(&s, usize::MAX))
+        d.deserialize_str(CleanVisitor)
+    }
+}
+
+/// Checks the length of the text the decoder hands over (borrowed from the frame where the
+/// codec allows) before sanitizing a copy of it.
+struct CleanVisitor;
+
+impl serde::de::Visitor<'_> for CleanVisitor {
+    type Value = CleanText;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a string of at most {MAX_DECODED_BYTES} bytes")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CleanText, E> {
+        if s.len() > MAX_DECODED_BYTES {
+            return Err(E::invalid_length(s.len(), &self));
+        }
+        Ok(CleanText::with_max(s, MAX_DECODED_BYTES))
     }
 }
 
@@ -116,6 +140,19 @@ mod tests {
     fn caps_on_char_boundary() {
         let t = CleanText::with_max("ééé", 5);
         assert_eq!(t.as_str(), "éé");
+    }
+
+    #[test]
+    fn decoding_refuses_long_text() {
+        let ok = "é".repeat(MAX_DECODED_BYTES / 2);
+        let bytes = postcard::to_allocvec(&ok).unwrap();
+        let t: CleanText = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(t.as_str(), ok);
+        let long = "a".repeat(MAX_DECODED_BYTES + 1);
+        let bytes = postcard::to_allocvec(&long).unwrap();
+        assert!(postcard::from_bytes::<CleanText>(&bytes).is_err());
+        let json = serde_json::to_string(&long).unwrap();
+        assert!(serde_json::from_str::<CleanText>(&json).is_err());
     }
 
     #[test]

@@ -46,6 +46,19 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     Ok(buf)
 }
 
+/// Length of `msg`'s payload when encoded, computed without encoding it into a buffer.
+pub fn encoded_len<T: Serialize + ?Sized>(msg: &T) -> Result<usize, FrameError> {
+    Ok(postcard::serialize_with_flavor(
+        msg,
+        postcard::ser_flavors::Size::default(),
+    )?)
+}
+
+/// True when `msg` can be sent as one frame (its payload is at most [`MAX_FRAME`] bytes).
+pub fn fits_frame<T: Serialize + ?Sized>(msg: &T) -> bool {
+    encoded_len(msg).is_ok_and(|len| len <= MAX_FRAME)
+}
+
 /// Checks a frame header and returns the payload length.
 pub fn payload_len(header: [u8; 4], max: usize) -> Result<usize, FrameError> {
     let len = u32::from_le_bytes(header) as usize;

@@ -96,6 +96,21 @@ pub struct Record {
     pub attempts: Vec<Attempt>,
 }
 
+impl Record {
+    /// True when `ToDb::Store { seq, record }` carrying this record fits in one frame
+    /// ([`crate::frame::MAX_FRAME`]) whatever its `seq`. A worker's reply fits a frame, but the
+    /// record adds the path and the attempt history, so its re-encoding can exceed the limit;
+    /// such a message would break the DB writer's channel (the writer would be restarted and sent
+    /// it again, forever). The supervisor checks this before queueing a record and stores the
+    /// file as a `protocol` failure instead. Costs one encoding pass, no allocation.
+    pub fn fits_frame(&self) -> bool {
+        // `Store` is variant 4 (one byte of tag) and a u64 takes at most 10 bytes as a varint.
+        const STORE_OVERHEAD: usize = 1 + 10;
+        crate::frame::encoded_len(self)
+            .is_ok_and(|len| len.saturating_add(STORE_OVERHEAD) <= crate::frame::MAX_FRAME)
+    }
+}
+
 /// A worker death or other notable event, kept in the `events` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerEvent {

@@ -2,11 +2,11 @@
 //! DSP analysis, the model stage on the segments the manifests select, and key refinement, with
 //! panics and errors turned into classified failures.
 
+use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::time::Instant;
 use trackmill_analysis::model::{refine_key, ModelConfig, ModelSet};
-use trackmill_analysis::{analyze_file, analyze_file_with, Analysed, Options};
+use trackmill_analysis::{analyze_open_with, Analysed, NullSink, Options};
 use trackmill_types::{CleanText, Failure, FailureClass, Outcome, Stage, StageTimes};
 
 /// What the engine needs to know; built from the worker's command line.
@@ -85,15 +85,16 @@ impl Engine {
         self.recycle
     }
 
-    /// Analyses one file. Never panics: a panic inside the analysis becomes a corrupt-class
-    /// failure of stage `decode` (the analysis crate already catches decoder panics as corrupt).
-    /// A model failure fails the file with the model's class (oom for an allocation failure in
-    /// the runtime) and asks for a recycle.
-    pub fn analyse(&mut self, path: &Path) -> (Outcome, StageTimes, f64) {
+    /// Analyses one file, opened once with [`trackmill_analysis::open_input`] (`len` as it
+    /// returned). Never panics: a panic inside the analysis becomes a corrupt-class failure of
+    /// stage `decode` (the analysis crate already catches decoder panics as corrupt). A model
+    /// failure fails the file with the model's class (oom for an allocation failure in the
+    /// runtime) and asks for a recycle.
+    pub fn analyse(&mut self, file: File, len: u64) -> (Outcome, StageTimes, f64) {
         let opts = &self.opts;
         let models = &mut self.models;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            analyse_one(path, opts, models.as_mut())
+            analyse_one(file, len, opts, models.as_mut())
         }));
         match result {
             Ok(Ok(mut a)) => {
@@ -126,15 +127,17 @@ impl Engine {
 /// DSP analysis with the segment collector as the mono sink, then the model stage: embeddings
 /// appended after the DSP fingerprint, key refined with the pitch-class profile.
 fn analyse_one(
-    path: &Path,
+    file: File,
+    len: u64,
     opts: &Options,
     models: Option<&mut ModelSet>,
 ) -> Result<Analysed, StageError> {
     let Some(set) = models else {
-        return analyze_file(path, opts).map_err(|e| StageError::Analysis(e.to_failure()));
+        return analyze_open_with(file, len, opts, &mut NullSink)
+            .map_err(|e| StageError::Analysis(e.to_failure()));
     };
     let mut collector = set.collector();
-    let mut a = analyze_file_with(path, opts, &mut collector)
+    let mut a = analyze_open_with(file, len, opts, &mut collector)
         .map_err(|e| StageError::Analysis(e.to_failure()))?;
     let t = Instant::now();
     // An allocation failure in the runtime is oom-class (retried by policy in a fresh worker);

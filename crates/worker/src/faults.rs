@@ -8,8 +8,14 @@
 //! - `hang-ignore-term`: never answer and ignore SIGTERM (only SIGKILL ends it);
 //! - `segv`: raise SIGSEGV;
 //! - `abort`: abort();
-//! - `block-while PATH`: write this worker's pid to `PATH.pid`, then wait while `PATH` exists, then
-//!   carry on (the file itself is not audio, so it ends as a corrupt failure);
+//! - `block-while PATH`: wait while `PATH` exists, holding the file open (a test finds the
+//!   worker by the file among its open descriptors: the sandbox lets a worker write nothing),
+//!   then carry on (the file itself is not audio, so it ends as a corrupt failure);
+//! - `escape DB SOCKET PORT`: try to leave the sandbox: create a file in the working directory,
+//!   read the database file `DB`, connect to the Unix socket `SOCKET` and to TCP port `PORT` on
+//!   127.0.0.1; each attempt is logged as `fault escape WHAT: refused (ERROR)` or
+//!   `fault escape WHAT: ALLOWED`, then the file is analysed as usual (it is not audio, so it
+//!   ends as a corrupt failure).
 //! - `model-fail`: answer as if a model had failed on the file (a `crash` of stage `model`), and
 //!   end the worker after the reply as a real model failure does.
 //!
@@ -17,7 +23,8 @@
 //! environment, a worker started while `PATH` exists never says hello (as one whose models sit on
 //! a hung filesystem).
 
-use std::io::Read;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 use trackmill_types::{Failure, FailureClass, Stage};
@@ -35,13 +42,12 @@ pub fn before_hello() {
     }
 }
 
-/// Misbehaves as the file asks; returns the failure to answer with instead of analysing it,
-/// for faults that stand for a failed stage rather than a dying process.
-pub fn maybe_inject(path: &Path) -> Option<Failure> {
+/// Looks at the start of the job's file (read at offset 0, so the analysis still reads it from
+/// its start) and misbehaves as it says; returns the failure to answer with instead of
+/// analysing it, for faults that stand for a failed stage rather than a dying process.
+pub fn maybe_inject(file: &File) -> Option<Failure> {
     let mut head = [0u8; 512];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .ok()?;
+    let n = file.read_at(&mut head, 0).ok()?;
     let rest = head[..n].strip_prefix(MAGIC)?;
     let line = String::from_utf8_lossy(rest);
     let line = line.lines().next().unwrap_or("").trim().to_string();
@@ -74,7 +80,6 @@ pub fn maybe_inject(path: &Path) -> Option<Failure> {
         "abort" => std::process::abort(),
         "block-while" => {
             let marker = Path::new(arg);
-            let _ = std::fs::write(format!("{arg}.pid"), std::process::id().to_string());
             while marker.exists() {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -86,7 +91,36 @@ pub fn maybe_inject(path: &Path) -> Option<Failure> {
                 "injected model failure",
             ))
         }
+        "escape" => escape(arg),
         _ => {}
     }
     None
+}
+
+fn escape(arg: &str) {
+    let mut args = arg.split_whitespace();
+    let (db, socket, port) = (
+        args.next().unwrap_or(""),
+        args.next().unwrap_or(""),
+        args.next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(9),
+    );
+    let written = std::env::current_dir()
+        .and_then(|d| std::fs::write(d.join(format!("escaped-{}", std::process::id())), b"x"));
+    report("write-cwd", written);
+    report("read-db", std::fs::read(db).map(drop));
+    report(
+        "connect-control",
+        std::os::unix::net::UnixStream::connect(socket).map(drop),
+    );
+    report(
+        "connect-tcp",
+        std::net::TcpStream::connect(("127.0.0.1", port)).map(drop),
+    );
+}
+
+fn report(what: &str, result: std::io::Result<()>) {
+    match result {
+        Ok(()) => tracing::warn!("fault escape {what}: ALLOWED"),
+        Err(e) => tracing::warn!("fault escape {what}: refused ({e})"),
+    }
 }

@@ -5,13 +5,14 @@
 
 mod engine;
 mod faults;
+pub mod sandbox;
 
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 use trackmill_types::procmem as rss;
 use trackmill_types::{
-    FileStats, FromWorker, Hello, Outcome, Role, ToWorker, EXIT_PROTOCOL, EXIT_RECYCLE,
+    FileStats, FromWorker, Hello, Outcome, Role, StageTimes, ToWorker, EXIT_PROTOCOL, EXIT_RECYCLE,
 };
 
 pub use engine::{AnalysisSettings, Engine, EngineConfig};
@@ -25,6 +26,8 @@ pub struct WorkerConfig {
     /// Exit with [`EXIT_RECYCLE`] after this many files (already jittered by the supervisor).
     pub recycle_after: u32,
     pub engine: EngineConfig,
+    /// False: a job's path is opened with `O_NOFOLLOW` (`library.follow_symlinks = false`).
+    pub follow_symlinks: bool,
 }
 
 /// Restores the default action of SIGSEGV and SIGBUS. The Rust runtime installs a handler for
@@ -81,18 +84,32 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
         rss::reset_peak();
         let started = Instant::now();
         let path = job.path.to_path_buf();
-        let injected = if faults {
-            faults::maybe_inject(&path)
-        } else {
-            None
-        };
-        let model_failed = injected.is_some();
-        let (outcome, stages, audio_s) = match injected {
-            Some(f) => (Outcome::Failed(f), Default::default(), 0.0),
-            None => engine.analyse(&path),
-        };
+        // The file is opened once; its tags, audio and size all come from this descriptor.
+        let mut model_failed = false;
+        let (outcome, stages, audio_s, size) =
+            match trackmill_analysis::open_input(&path, cfg.follow_symlinks) {
+                Ok((file, len)) => {
+                    let injected = if faults {
+                        faults::maybe_inject(&file)
+                    } else {
+                        None
+                    };
+                    model_failed = injected.is_some();
+                    let (outcome, stages, audio_s) = match injected {
+                        Some(f) => (Outcome::Failed(f), StageTimes::default(), 0.0),
+                        None => engine.analyse(file, len),
+                    };
+                    (outcome, stages, audio_s, len)
+                }
+                Err(e) => (
+                    Outcome::Failed(e.to_failure()),
+                    StageTimes::default(),
+                    0.0,
+                    0,
+                ),
+            };
         let stats = FileStats {
-            size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            size,
             audio_s,
             wall_us: started.elapsed().as_micros() as u64,
             stages,

@@ -98,6 +98,12 @@ impl<P: Processes> Pool<P> {
         self.settings = settings;
     }
 
+    /// The process actions, e.g. to change the workers' arguments after a reload (new
+    /// processes get them).
+    pub fn procs_mut(&mut self) -> &mut P {
+        &mut self.procs
+    }
+
     pub fn target(&self) -> usize {
         self.target
     }

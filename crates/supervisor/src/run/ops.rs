@@ -42,7 +42,10 @@ impl Supervisor {
                 ControlResponse::Done("resumed".into())
             }
             ControlCommand::Retry { paths } => {
-                let paths: Vec<_> = paths.iter().map(|p| p.to_path_buf()).collect();
+                let paths: Vec<_> = paths
+                    .iter()
+                    .map(|p| crate::config::normalize_path(p.as_path()))
+                    .collect();
                 if let Some(p) = paths.iter().find(|p| !self.in_library(p)) {
                     return ControlResponse::Refused(format!(
                         "{} is not under a library root",

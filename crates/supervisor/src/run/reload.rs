@@ -53,6 +53,9 @@ impl Supervisor {
         let library_changed = old.library != self.cfg.library;
         if library_changed {
             self.roots = self.cfg.library.roots.clone();
+            // New workers' sandboxes read under the new roots.
+            let procs = self.pool.procs_mut();
+            procs.args = crate::spawn::with_library_roots(&procs.args, &self.roots);
             self.pending.add_full(false);
         }
         if library_changed || old.service.watch != self.cfg.service.watch {

@@ -6,8 +6,8 @@ use crate::pool::{Exit, FileJob, Finished, InFlight};
 use crate::retry::{decide, Decision};
 use std::time::Instant;
 use trackmill_types::{
-    Attempt, CleanText, ExitKind, Failure, FileStats, Outcome, Record, RecordOutcome, Stage, ToDb,
-    WorkerEvent,
+    Attempt, CleanText, ExitKind, Failure, FailureClass, FileStats, Outcome, Record, RecordOutcome,
+    Stage, ToDb, WorkerEvent,
 };
 
 impl Supervisor {
@@ -79,13 +79,24 @@ impl Supervisor {
 
     /// Sends a file's terminal result to the DB writer; the run counts it once it is committed.
     fn store(&mut self, job: FileJob, outcome: RecordOutcome, stats: FileStats) {
-        let record = Record {
+        let mut record = Record {
             run_id: self.run_id,
             key: job.key,
             outcome,
             stats,
             attempts: job.history,
         };
+        // A record that would not fit one frame would break the DB writer's channel (it would be
+        // restarted and sent it again, forever): the file is a protocol failure instead.
+        if !record.fits_frame() {
+            let f = Failure::new(
+                FailureClass::Protocol,
+                Stage::Worker,
+                "the worker's result is too large to store",
+            );
+            tracing::error!("{:?}: {}", record.key.path, f.message);
+            record.outcome = RecordOutcome::Failed(f);
+        }
         self.db.send_acked(|seq| ToDb::Store {
             seq,
             record: Box::new(record),
