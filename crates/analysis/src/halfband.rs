@@ -10,8 +10,6 @@
 pub const HALF_TAPS: usize = 24;
 /// Kaiser window shape for about 80 dB of stopband attenuation.
 const KAISER_BETA: f64 = 7.86;
-/// Output samples computed together (one vector register of f32).
-const LANES: usize = 8;
 
 pub struct HalfBand {
     /// `taps[q]` weighs the odd-sample pair at distance `2q + 1` from the centre.
@@ -118,31 +116,17 @@ impl HalfBand {
         if ready == 0 {
             return;
         }
+        // One pass per tap pair over the whole run of outputs: contiguous slices, which the
+        // compiler turns into vector multiply-adds (output-major loops did not vectorise).
         self.out.clear();
-        self.out.resize(ready, 0.0);
-        let mut m = 0;
-        while m + LANES <= ready {
-            let mut acc = [0.0f32; LANES];
-            for (a, &e) in acc.iter_mut().zip(&self.even[m..m + LANES]) {
-                *a = 0.5 * e;
+        self.out.extend(self.even[..ready].iter().map(|&e| 0.5 * e));
+        for (q, &c) in self.taps.iter().enumerate() {
+            // The odd samples at distance 2q + 1 after and before each centre.
+            let after = &self.odd[HALF_TAPS + q..HALF_TAPS + q + ready];
+            let before = &self.odd[HALF_TAPS - 1 - q..HALF_TAPS - 1 - q + ready];
+            for ((o, &x), &y) in self.out.iter_mut().zip(after).zip(before) {
+                *o += c * (x + y);
             }
-            for (q, &c) in self.taps.iter().enumerate() {
-                // The odd samples at distance 2q + 1 after and before the centre.
-                let after = &self.odd[m + HALF_TAPS + q..m + HALF_TAPS + q + LANES];
-                let before = &self.odd[m + HALF_TAPS - 1 - q..m + HALF_TAPS - 1 - q + LANES];
-                for ((a, &x), &y) in acc.iter_mut().zip(after).zip(before) {
-                    *a += c * (x + y);
-                }
-            }
-            self.out[m..m + LANES].copy_from_slice(&acc);
-            m += LANES;
-        }
-        for m in m..ready {
-            let mut a = 0.5 * self.even[m];
-            for (q, &c) in self.taps.iter().enumerate() {
-                a += c * (self.odd[m + HALF_TAPS + q] + self.odd[m + HALF_TAPS - 1 - q]);
-            }
-            self.out[m] = a;
         }
         emit(&self.out);
         self.even.drain(..ready);
