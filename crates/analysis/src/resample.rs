@@ -35,7 +35,7 @@ impl MonoResampler {
     pub fn new(in_rate: u32, out_rate: u32) -> Result<Self, String> {
         let mut halves = Vec::new();
         let mut rate = in_rate;
-        while out_rate > 0 && rate % 2 == 0 && rate / 2 >= out_rate {
+        while out_rate > 0 && rate & 1 == 0 && rate / 2 >= out_rate {
             halves.push(HalfBand::new());
             rate /= 2;
         }
