@@ -37,6 +37,7 @@ mod analyze;
 mod decode;
 mod error;
 pub mod features;
+mod halfband;
 mod loudness;
 pub mod model;
 mod open;

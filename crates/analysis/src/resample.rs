@@ -1,7 +1,11 @@
 //! Streaming mono resampler: chunks of any size in, the analysis rate out, with the filter
-//! delay removed so output sample `n` lines up with input time `n / out_rate`. Memory is one
-//! input chunk and one output chunk, whatever the track length.
+//! delay removed so output sample `n` lines up with input time `n / out_rate`. Memory is a few
+//! chunks, whatever the track length. While halving the rate does not go below the output rate,
+//! half-band stages halve it ([`crate::halfband`]: 44.1 kHz to 22.05 kHz exactly, 48 kHz to
+//! 24 kHz, 96 kHz to 48 kHz to 24 kHz), a fraction of the cost of the general FFT resampler,
+//! which then takes what is left of the ratio (24 kHz to 22.05 kHz, on half the samples).
 
+use crate::halfband::HalfBand;
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Indexing, Resampler};
 
@@ -10,7 +14,13 @@ const CHUNK: usize = 1024;
 
 /// A mono resampler that passes samples through unchanged when the rates match.
 pub struct MonoResampler {
-    fft: Option<Fft<f32>>,
+    halves: Vec<HalfBand>,
+    fft: Option<FftStage>,
+}
+
+/// The general resampler with its delay trimming.
+struct FftStage {
+    fft: Fft<f32>,
     in_rate: u64,
     out_rate: u64,
     pending: Vec<f32>,
@@ -23,24 +33,72 @@ pub struct MonoResampler {
 
 impl MonoResampler {
     pub fn new(in_rate: u32, out_rate: u32) -> Result<Self, String> {
-        let fft = if in_rate == out_rate {
+        let mut halves = Vec::new();
+        let mut rate = in_rate;
+        while out_rate > 0 && rate & 1 == 0 && rate / 2 >= out_rate {
+            halves.push(HalfBand::new());
+            rate /= 2;
+        }
+        let fft = if rate == out_rate {
             None
         } else {
-            Some(
-                Fft::<f32>::new(
-                    in_rate as usize,
-                    out_rate as usize,
-                    CHUNK,
-                    1,
-                    FixedSync::Input,
-                )
-                .map_err(|e| format!("resampler {in_rate} -> {out_rate} Hz: {e}"))?,
-            )
+            Some(FftStage::new(rate, out_rate)?)
         };
-        let (out_len, delay) = fft
-            .as_ref()
-            .map_or((0, 0), |f| (f.output_frames_max(), f.output_delay()));
-        Ok(MonoResampler {
+        Ok(MonoResampler { halves, fft })
+    }
+
+    /// Feeds mono samples; `emit` receives resampled output as it becomes available.
+    pub fn push(&mut self, input: &[f32], emit: &mut dyn FnMut(&[f32])) {
+        let fft = &mut self.fft;
+        feed(
+            &mut self.halves,
+            input,
+            &mut |s: &[f32]| match fft.as_mut() {
+                Some(f) => f.push(s, emit),
+                None => emit(s),
+            },
+        );
+    }
+
+    /// Flushes what is buffered, so the total output matches the input duration.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(&[f32])) {
+        for i in 0..self.halves.len() {
+            let (done, rest) = self.halves.split_at_mut(i + 1);
+            let fft = &mut self.fft;
+            done[i].finish(&mut |s: &[f32]| {
+                feed(rest, s, &mut |s: &[f32]| match fft.as_mut() {
+                    Some(f) => f.push(s, emit),
+                    None => emit(s),
+                })
+            });
+        }
+        if let Some(f) = self.fft.as_mut() {
+            f.finish(emit);
+        }
+    }
+}
+
+/// Runs `input` through the half-band `stages` in turn, handing the last one's output to `emit`.
+fn feed(stages: &mut [HalfBand], input: &[f32], emit: &mut dyn FnMut(&[f32])) {
+    match stages.split_first_mut() {
+        None => emit(input),
+        Some((first, rest)) => first.push(input, &mut |s: &[f32]| feed(rest, s, emit)),
+    }
+}
+
+impl FftStage {
+    fn new(in_rate: u32, out_rate: u32) -> Result<Self, String> {
+        let fft = Fft::<f32>::new(
+            in_rate as usize,
+            out_rate as usize,
+            CHUNK,
+            1,
+            FixedSync::Input,
+        )
+        .map_err(|e| format!("resampler {in_rate} -> {out_rate} Hz: {e}"))?;
+        let out_len = fft.output_frames_max();
+        let delay = fft.output_delay();
+        Ok(FftStage {
             fft,
             in_rate: u64::from(in_rate),
             out_rate: u64::from(out_rate),
@@ -52,23 +110,17 @@ impl MonoResampler {
         })
     }
 
-    /// Feeds mono samples; `emit` receives resampled output as it becomes available.
-    pub fn push(&mut self, input: &[f32], emit: &mut dyn FnMut(&[f32])) {
+    fn push(&mut self, input: &[f32], emit: &mut dyn FnMut(&[f32])) {
         self.in_total += input.len() as u64;
-        let Some(fft) = self.fft.as_mut() else {
-            self.out_total += input.len() as u64;
-            emit(input);
-            return;
-        };
         self.pending.extend_from_slice(input);
         let mut pos = 0;
         loop {
-            let need = fft.input_frames_next();
+            let need = self.fft.input_frames_next();
             if self.pending.len() - pos < need {
                 break;
             }
             let chunk = &self.pending[pos..pos + need];
-            let (used, written) = run(fft, chunk, &mut self.out, None);
+            let (used, written) = run(&mut self.fft, chunk, &mut self.out, None);
             pos += used;
             emit_trimmed(
                 &self.out[..written],
@@ -81,11 +133,7 @@ impl MonoResampler {
         self.pending.drain(..pos);
     }
 
-    /// Flushes what is buffered, so the total output matches the input duration.
-    pub fn finish(&mut self, emit: &mut dyn FnMut(&[f32])) {
-        let Some(fft) = self.fft.as_mut() else {
-            return;
-        };
+    fn finish(&mut self, emit: &mut dyn FnMut(&[f32])) {
         let expected = (self.in_total * self.out_rate).div_ceil(self.in_rate);
         let mut rest = std::mem::take(&mut self.pending);
         // A few calls with silence flush the filter delay; the cap guards against a resampler
@@ -94,7 +142,7 @@ impl MonoResampler {
             if self.out_total >= expected {
                 break;
             }
-            let need = fft.input_frames_next();
+            let need = self.fft.input_frames_next();
             let take = rest.len().min(need);
             let mut chunk = vec![0.0f32; need];
             chunk[..take].copy_from_slice(&rest[..take]);
@@ -103,7 +151,7 @@ impl MonoResampler {
                 partial_len: Some(take),
                 ..Indexing::default()
             };
-            let (_, written) = run(fft, &chunk, &mut self.out, Some(&idx));
+            let (_, written) = run(&mut self.fft, &chunk, &mut self.out, Some(&idx));
             emit_trimmed(
                 &self.out[..written],
                 &mut self.delay_left,
@@ -190,6 +238,30 @@ mod tests {
                 err = err.max((v - ideal).abs());
             }
             assert!(err < 0.1, "{from}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn two_to_one_keeps_the_band_and_rejects_aliases() {
+        // 44.1 kHz to 22.05 kHz: 9 kHz passes at full level, 14 kHz (which would alias to
+        // 8.05 kHz) is gone; 48 kHz to 22.05 kHz likewise.
+        for from in [44_100u32, 48_000] {
+            let rms_out = |f: f64| {
+                let input: Vec<f32> = (0..from as usize * 2)
+                    .map(|i| (std::f64::consts::TAU * f * i as f64 / f64::from(from)).sin() as f32)
+                    .collect();
+                let out = resample(&input, from, 22_050, 1152);
+                assert_eq!(out.len(), 44_100);
+                let mid = &out[2000..40_000];
+                (mid.iter().map(|v| v * v).sum::<f32>() / mid.len() as f32).sqrt()
+            };
+            let pass = rms_out(9000.0);
+            assert!(
+                (pass - std::f32::consts::FRAC_1_SQRT_2).abs() < 2e-3,
+                "{from}: {pass}"
+            );
+            let alias = rms_out(14_000.0);
+            assert!(alias < 1e-3, "{from}: {alias}");
         }
     }
 

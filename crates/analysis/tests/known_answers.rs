@@ -88,6 +88,29 @@ fn click_tracks_give_their_tempo() {
 }
 
 #[test]
+fn accented_click_tracks_from_60_to_180_bpm() {
+    // Every 8 BPM from 60 to 180, and the fast end densely: a steady pulse correlates as well at
+    // twice its period, so the fast tempi are the ones that risk reading at half time.
+    let dir = tempdir();
+    let mut tempi: Vec<f64> = (0..=15).map(|i| 60.0 + 8.0 * f64::from(i)).collect();
+    tempi.extend([170.0, 174.0, 176.0, 178.0]);
+    let mut wrong = Vec::new();
+    for bpm in tempi {
+        let p = render(
+            dir.path(),
+            &format!("accent{bpm}.wav"),
+            &accented_click_track(bpm, 30),
+            &[],
+        );
+        let got = f64::from(features(&analyze(&p)).bpm);
+        if (got - bpm).abs() > 1.0 {
+            wrong.push((bpm, got));
+        }
+    }
+    assert!(wrong.is_empty(), "(tempo, read as): {wrong:?}");
+}
+
+#[test]
 fn ebu_reference_level_reads_minus_23_lufs() {
     // EBU Tech 3341 case 1: stereo 1 kHz sine at -23 dBFS per channel reads -23.0 LUFS.
     let dir = tempdir();

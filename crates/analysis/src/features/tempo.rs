@@ -103,9 +103,10 @@ impl TempoTracker {
     }
 
     /// Tempo in BPM (0 when there is no pulse): the tempo whose first four beat multiples
-    /// have the highest mean autocorrelation coefficient, weighted by a log-normal prior around
-    /// 120 BPM (one octave wide), searched on a 0.05 BPM grid. No pulse: the best mean
-    /// coefficient is below [`MIN_PULSE`].
+    /// have the highest mean autocorrelation coefficient, smoothed over lags
+    /// ([`SMOOTH_FRAMES`]) and weighted by a log-normal prior ([`PRIOR_CENTRE_BPM`],
+    /// [`PRIOR_OCTAVES`] wide), searched on a 0.05 BPM grid. No pulse: the mean coefficient
+    /// (unsmoothed) at that tempo is below [`MIN_PULSE`].
     pub fn bpm(&self) -> f64 {
         let Some(r) = self.coefficients() else {
             return 0.0;
@@ -115,7 +116,7 @@ impl TempoTracker {
         for i in 0..=steps {
             let bpm = MIN_BPM + i as f64 * 0.05;
             let lag = 60.0 * self.fps / bpm;
-            let mut s = 0.0;
+            let (mut s, mut smooth) = (0.0, 0.0);
             let mut used = 0;
             for k in 1..=4 {
                 let l = lag * k as f64;
@@ -123,16 +124,16 @@ impl TempoTracker {
                     break;
                 }
                 s += interpolate(&r, l);
+                smooth += smoothed(&r, l);
                 used += 1;
             }
             if used == 0 {
                 continue;
             }
-            let mean = s / used as f64;
-            let prior = (-0.5 * (bpm / 120.0).log2().powi(2)).exp();
-            let score = mean * prior;
+            let prior = (-0.5 * ((bpm / PRIOR_CENTRE_BPM).log2() / PRIOR_OCTAVES).powi(2)).exp();
+            let score = smooth / used as f64 * prior;
             if score > best.1 {
-                best = (bpm, score, mean);
+                best = (bpm, score, s / used as f64);
             }
         }
         if best.2 < MIN_PULSE {
@@ -165,8 +166,44 @@ impl TempoTracker {
 /// codec noise stay around 1e-8 and below, a click track or a drum part around 1e-2.
 pub const MIN_ENVELOPE_VARIANCE: f64 = 1e-6;
 
+/// Centre and width (standard deviation, octaves) of the log-normal tempo prior. A steady pulse
+/// correlates as well at twice its period as at its period, so between a tempo and its half the
+/// prior decides: it favours the faster one up to `PRIOR_CENTRE_BPM · √2` (212 BPM). At the slow
+/// end, 60 BPM still beats its double while the double's mean coefficient is below 0.69 of its
+/// own, as on a click track, where half the double's lags fall between the clicks. A prior at
+/// 120 BPM one octave wide halved every steady pulse above 170 BPM.
+pub const PRIOR_CENTRE_BPM: f64 = 150.0;
+pub const PRIOR_OCTAVES: f64 = 1.5;
+
 /// Minimum mean autocorrelation coefficient for a pulse.
 pub const MIN_PULSE: f64 = 0.1;
+
+/// Width (standard deviation, envelope frames) of the Gaussian the coefficients are smoothed
+/// with when tempi are compared. Beats fall on whole frames, so a beat period of 14.5 frames
+/// puts half of each multiple's correlation at one lag and half at the next: read by linear
+/// interpolation, that tempo looked half as periodic as its half (29 frames, nearly all at one
+/// lag) and read at half time, and tempi were drawn to whole-frame periods (174 BPM read 172.3).
+/// Smoothing gathers a split peak back together.
+pub const SMOOTH_FRAMES: f64 = 1.5;
+
+/// The coefficients smoothed by a Gaussian of [`SMOOTH_FRAMES`], read at a fractional lag.
+fn smoothed(r: &[f64], lag: f64) -> f64 {
+    let reach = 3.0 * SMOOTH_FRAMES;
+    let first = (lag - reach).ceil().max(0.0) as usize;
+    let last = ((lag + reach).floor() as usize).min(r.len().saturating_sub(1));
+    let (mut sum, mut weights) = (0.0, 0.0);
+    for (j, &v) in r.iter().enumerate().take(last + 1).skip(first) {
+        let d = (j as f64 - lag) / SMOOTH_FRAMES;
+        let w = (-0.5 * d * d).exp();
+        sum += w * v;
+        weights += w;
+    }
+    if weights > 0.0 {
+        sum / weights
+    } else {
+        0.0
+    }
+}
 
 fn interpolate(r: &[f64], lag: f64) -> f64 {
     let i = lag.floor() as usize;

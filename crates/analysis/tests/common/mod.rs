@@ -50,6 +50,17 @@ pub fn click_track(bpm: f64, seconds: u32) -> String {
     )
 }
 
+/// A click track in 4/4: 1 kHz bursts decaying in 5 ms on every beat, and on every fourth beat
+/// (the downbeat) a louder 1.5 kHz burst on top.
+pub fn accented_click_track(bpm: f64, seconds: u32) -> String {
+    format!(
+        "aevalsrc='0.4*sin(2*PI*1000*t)*exp(-200*mod(t\\,{beat}))\
++0.5*sin(2*PI*1500*t)*exp(-200*mod(t\\,{bar}))':s=44100:d={seconds}",
+        beat = 60.0 / bpm,
+        bar = 240.0 / bpm
+    )
+}
+
 /// A short piece of "music": a chord, a bass line an octave down, clicks on the beat at
 /// 120 BPM and a little noise, stereo, 44.1 kHz.
 pub fn music(seconds: u32) -> String {
