@@ -246,7 +246,7 @@ fn a_fifo_swapped_in_after_the_scan_fails_at_once_as_not_a_regular_file() {
 }
 
 #[test]
-fn links_fanning_out_eight_levels_over_one_album_analyse_each_real_file_once() {
+fn links_fanning_out_eight_levels_over_one_album_analyze_each_real_file_once() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
     let album = lib.join("f0/album");

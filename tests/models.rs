@@ -56,7 +56,7 @@ fn occurrences(haystack: &str, needle: &str) -> usize {
 }
 
 #[test]
-fn every_analysed_track_has_model_embeddings_identical_across_runs_and_sinks() {
+fn every_analyzed_track_has_model_embeddings_identical_across_runs_and_sinks() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
     std::fs::create_dir(&lib).unwrap();

@@ -230,12 +230,12 @@ fn rows_of(schema: &PgSchema, pid: u32) -> i64 {
 }
 
 #[test]
-fn two_hosts_share_a_library_and_analyse_each_file_once() {
+fn two_hosts_share_a_library_and_analyze_each_file_once() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
     tiny_library(&lib, 2000);
-    two_hosts_analyse_each_file_once(tmp.path(), &lib, 2000, "hosts");
+    two_hosts_analyze_each_file_once(tmp.path(), &lib, 2000, "hosts");
 }
 
 #[test]
@@ -247,12 +247,12 @@ fn two_hosts_share_even_a_small_library_of_real_tracks() {
     for i in 0..25 {
         tone(&lib.join(format!("t{i:02}.flac")), 200 + 20 * i, 2);
     }
-    two_hosts_analyse_each_file_once(tmp.path(), &lib, 25, "small");
+    two_hosts_analyze_each_file_once(tmp.path(), &lib, 25, "small");
 }
 
 /// Two `trackmill scan` processes with one worker each, on one library of `files` files in one
 /// PostgreSQL schema: both work, each file is analysed once, and each host's rows are its own.
-fn two_hosts_analyse_each_file_once(dir: &Path, lib: &Path, files: usize, tag: &str) {
+fn two_hosts_analyze_each_file_once(dir: &Path, lib: &Path, files: usize, tag: &str) {
     let schema = PgSchema::new(tag);
     let url = schema.url();
     let (sa, sb) = (dir.join("a.json"), dir.join("b.json"));

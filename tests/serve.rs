@@ -505,7 +505,7 @@ fn sigterm_during_a_scan_exits_cleanly_and_the_next_start_resumes() {
 }
 
 #[test]
-fn files_added_while_serving_are_analysed_without_a_restart() {
+fn files_added_while_serving_are_analyzed_without_a_restart() {
     let (tmp, lib) = setup_one_tone();
     let d = tmp.path();
     let svc = Service::start(d, &lib, 1, "");

@@ -153,7 +153,7 @@ fn record(run_id: i64, i: u64) -> Record {
     Record {
         run_id,
         key,
-        outcome: RecordOutcome::Analysed(Box::new(sample_analysis(i))),
+        outcome: RecordOutcome::Analyzed(Box::new(sample_analysis(i))),
         stats,
         attempts: vec![],
     }

@@ -292,7 +292,7 @@ fn ensure_library(url: &DbUrl, tree: &Path, n: u64) -> Result<()> {
                 size: 0,
                 mtime_ns: 0,
             },
-            outcome: RecordOutcome::Analysed(Box::new(analysis(i))),
+            outcome: RecordOutcome::Analyzed(Box::new(analysis(i))),
             stats: FileStats::default(),
             attempts: vec![],
         };

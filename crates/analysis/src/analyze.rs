@@ -18,13 +18,13 @@ use trackmill_types::{
 
 /// A successful analysis and the time each stage took.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Analysed {
+pub struct Analyzed {
     pub analysis: TrackAnalysis,
     pub stages: StageTimes,
 }
 
 /// Analyses one file. See the crate documentation for what is measured.
-pub fn analyze_file(path: &Path, opts: &Options) -> Result<Analysed, AnalysisError> {
+pub fn analyze_file(path: &Path, opts: &Options) -> Result<Analyzed, AnalysisError> {
     analyze_file_with(path, opts, &mut NullSink)
 }
 
@@ -33,7 +33,7 @@ pub fn analyze_file_with(
     path: &Path,
     opts: &Options,
     sink: &mut dyn MonoSink,
-) -> Result<Analysed, AnalysisError> {
+) -> Result<Analyzed, AnalysisError> {
     let (file, file_len) = open_input(path, true)?;
     analyze_open_with(file, file_len, opts, sink)
 }
@@ -45,7 +45,7 @@ pub fn analyze_open_with(
     file_len: u64,
     opts: &Options,
     sink: &mut dyn MonoSink,
-) -> Result<Analysed, AnalysisError> {
+) -> Result<Analyzed, AnalysisError> {
     if opts.analysis_rate == 0 {
         return Err(AnalysisError::unsupported(
             Stage::Open,
@@ -102,7 +102,7 @@ pub fn analyze_open_with(
     let summary = guarded(Stage::Features, || Ok(frames.finish()))?;
     let analysis = build_record(&opened, &decoded, summary, tag_read, file_len);
     stages.features_us = micros(feature_time + t.elapsed());
-    Ok(Analysed { analysis, stages })
+    Ok(Analyzed { analysis, stages })
 }
 
 /// Runs `f`, turning a panic into a corrupt-file error of `stage`.

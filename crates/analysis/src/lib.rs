@@ -48,7 +48,7 @@ mod source;
 pub mod tags;
 mod truepeak;
 
-pub use analyze::{analyze_file, analyze_file_with, analyze_open_with, Analysed};
+pub use analyze::{analyze_file, analyze_file_with, analyze_open_with, Analyzed};
 pub use error::AnalysisError;
 pub use features::{FINGERPRINT_DIMS, FINGERPRINT_MODEL};
 pub use loudness::{LOUDNESS_FLOOR_LUFS, PEAK_FLOOR_DB, REPLAYGAIN_REFERENCE_LUFS};

@@ -103,7 +103,7 @@ fn truncated_files_give_partial_results() {
 }
 
 #[test]
-fn corrupted_middle_still_analyses() {
+fn corrupted_middle_still_analyzes() {
     let dir = tempdir();
     let p = render(dir.path(), "m.mp3", &music(10), &["-c:a", "libmp3lame"]);
     let mut bytes = std::fs::read(&p).unwrap();

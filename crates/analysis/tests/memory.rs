@@ -39,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 #[test]
-fn long_file_is_analysed_in_a_few_mib() {
+fn long_file_is_analyzed_in_a_few_mib() {
     let dir = tempdir();
     let p = render(
         dir.path(),

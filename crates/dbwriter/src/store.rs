@@ -88,7 +88,7 @@ pub(crate) fn write_batch(
     let mut names: Vec<&str> = records
         .iter()
         .filter_map(|r| match &r.outcome {
-            RecordOutcome::Analysed(a) => Some(a.tags.artists.iter()),
+            RecordOutcome::Analyzed(a) => Some(a.tags.artists.iter()),
             _ => None,
         })
         .flatten()
@@ -164,7 +164,7 @@ pub(crate) fn write_batch(
     let mut attempts = Vec::new();
     let mut leases = Vec::new();
     for (r, &track_id) in records.iter().zip(&ids) {
-        if let RecordOutcome::Analysed(a) = &r.outcome {
+        if let RecordOutcome::Analyzed(a) = &r.outcome {
             for (pos, name) in a.tags.artists.iter().enumerate() {
                 if let Some(artist) = artist_ids.get(name.as_str().trim()) {
                     track_artists.push(vec![
@@ -278,11 +278,11 @@ fn json_list(v: &[CleanText]) -> Val {
 
 fn track_columns(r: &Record, now: i64) -> Vec<(&'static str, Val)> {
     let failure: Option<&Failure> = match &r.outcome {
-        RecordOutcome::Analysed(_) => None,
+        RecordOutcome::Analyzed(_) => None,
         RecordOutcome::Failed(f) | RecordOutcome::Quarantined(f) => Some(f),
     };
     let a: Option<&TrackAnalysis> = match &r.outcome {
-        RecordOutcome::Analysed(a) => Some(a),
+        RecordOutcome::Analyzed(a) => Some(a),
         _ => None,
     };
     let version = a.map_or(ANALYZER_VERSION, |a| a.analyzer_version);

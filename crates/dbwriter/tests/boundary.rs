@@ -45,7 +45,7 @@ fn files(n: usize) -> Vec<FileKey> {
 
 fn titled(run: i64, k: FileKey, i: u64, title: &str) -> Record {
     let mut r = analysed(run, k, i);
-    if let RecordOutcome::Analysed(a) = &mut r.outcome {
+    if let RecordOutcome::Analyzed(a) = &mut r.outcome {
         a.tags.title = Some(CleanText::new(title));
     }
     r
@@ -325,7 +325,7 @@ both!(long_paths_and_tag_values_store, |b: Backend| {
     assert_eq!(c.lease(1, p.clone(), keys.clone()), [Verdict::Todo; 2]);
     for (i, k) in keys.iter().enumerate() {
         let mut r = analysed(run, k.clone(), i as u64);
-        if let RecordOutcome::Analysed(a) = &mut r.outcome {
+        if let RecordOutcome::Analyzed(a) = &mut r.outcome {
             a.tags.artists = vec![CleanText::new(&artist), CleanText::new(&random_cjk(1000))];
             a.tags.title = Some(CleanText::new(&random_cjk(1300)));
             a.tags.album = Some(CleanText::new(&artist));
@@ -409,7 +409,7 @@ both!(
 
         // New results upsert onto the old rows: same ids, the old artist row reused.
         let mut r = analysed(run, old.clone(), 1);
-        if let RecordOutcome::Analysed(a) = &mut r.outcome {
+        if let RecordOutcome::Analyzed(a) = &mut r.outcome {
             a.tags.artists = vec![CleanText::new("老歌手"), CleanText::new("New Artist")];
         }
         c.send(&ToDb::Store {

@@ -41,7 +41,7 @@ fn collect(r: &mut TrackReader, chunk: usize, stride: u64) -> Vec<StoredTrack> {
     out
 }
 
-both!(analysed_tracks_stream_in_chunks, |b: Backend| {
+both!(analyzed_tracks_stream_in_chunks, |b: Backend| {
     library(&b);
     let analysed = b.scalar("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'") as usize;
     assert!(analysed > 40 && analysed < 70, "{analysed}");

@@ -171,14 +171,14 @@ both!(check_verdicts, |b: Backend| {
 });
 
 both!(
-    a_file_stored_without_a_model_the_run_has_is_analysed_again,
+    a_file_stored_without_a_model_the_run_has_is_analyzed_again,
     |b: Backend| {
         let mut c = Client::start(&b, opts(256, 200));
         let run = c.start_run();
         let with = key(b"/music/with-model.flac", 1000, 5_000);
         let dsp = key(b"/music/dsp-only.flac", 1000, 5_000);
         let mut dsp_only = analysed(run, dsp.clone(), 2);
-        if let RecordOutcome::Analysed(a) = &mut dsp_only.outcome {
+        if let RecordOutcome::Analyzed(a) = &mut dsp_only.outcome {
             a.models.clear();
             a.embeddings.truncate(1);
         }
@@ -280,7 +280,7 @@ both!(hostile_text_and_non_utf8_paths_roundtrip, |b: Backend| {
     let path: &[u8] = b"/music/\xff\xfe caf\xe9 \x01\x7f/\xc3\x28.flac";
     let k = key(path, 4242, -5);
     let mut r = analysed(run, k.clone(), 3);
-    if let RecordOutcome::Analysed(a) = &mut r.outcome {
+    if let RecordOutcome::Analyzed(a) = &mut r.outcome {
         let hostile = "Nul\0Byte\x01\x02\x1b[31mRed\x7f\u{202e}RTL 🎵 \u{feff}";
         a.tags.title = Some(CleanText::new(hostile));
         a.tags.artists = vec![CleanText::new(hostile), CleanText::new(&"x".repeat(5000))];

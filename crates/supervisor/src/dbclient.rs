@@ -38,7 +38,7 @@ impl Committed {
             return None;
         };
         Some(match &record.outcome {
-            RecordOutcome::Analysed(a) => Committed::Analyzed { partial: a.partial },
+            RecordOutcome::Analyzed(a) => Committed::Analyzed { partial: a.partial },
             RecordOutcome::Failed(f) => Committed::Failed(f.class),
             RecordOutcome::Quarantined(_) => Committed::Quarantined,
         })

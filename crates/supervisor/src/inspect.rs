@@ -23,7 +23,7 @@ pub struct InspectSpawn {
 
 /// What happened to one inspected file.
 pub enum InspectResult {
-    Analysed(Box<TrackAnalysis>, FileStats),
+    Analyzed(Box<TrackAnalysis>, FileStats),
     /// The worker answered with a classified failure, or died (then `stats` is `None`).
     Failed {
         class: &'static str,
@@ -80,7 +80,7 @@ pub async fn inspect_file(spawn: &InspectSpawn, path: &Path, cfg: &Config) -> In
                     match pool.on_event(slot, gen, msg, Instant::now()) {
                         Reply::Nothing => {}
                         Reply::Finished(f) => result = Some(match f.outcome {
-                            Outcome::Analysed(a) => InspectResult::Analysed(a, f.stats),
+                            Outcome::Analyzed(a) => InspectResult::Analyzed(a, f.stats),
                             Outcome::Failed(e) => InspectResult::Failed {
                                 class: e.class.as_str(),
                                 stage: e.stage.as_str(),

@@ -16,7 +16,7 @@ pub struct Summary {
     pub error: Option<String>,
     /// Files the scanner yielded (plus files taken over from an expired lease).
     pub files_seen: u64,
-    /// Analysed, failed and quarantined count results the database has committed.
+    /// Analyzed, failed and quarantined count results the database has committed.
     pub analyzed: u64,
     pub skipped_unchanged: u64,
     /// Final failures by class (e.g. corrupt).

@@ -61,7 +61,7 @@ pub fn run(a: InspectArgs) -> CliResult {
     for file in &a.files {
         let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
         let result = rt.block_on(inspect_file(&spawn, &abs, &cfg));
-        all_ok &= matches!(result, InspectResult::Analysed(..));
+        all_ok &= matches!(result, InspectResult::Analyzed(..));
         if a.json {
             reports.push(to_json(&abs, &result));
         } else {
@@ -83,7 +83,7 @@ pub fn run(a: InspectArgs) -> CliResult {
 
 fn to_json(path: &Path, v: &InspectResult) -> Value {
     match v {
-        InspectResult::Analysed(a, stats) => json!({
+        InspectResult::Analyzed(a, stats) => json!({
             "path": path.display().to_string(),
             "status": "analyzed",
             "analysis": serde_json::to_value(a).unwrap_or_default(),
@@ -110,7 +110,7 @@ const PITCH: [&str; 12] = [
 ];
 
 fn print_human(path: &Path, v: &InspectResult) {
-    let InspectResult::Analysed(a, stats) = v else {
+    let InspectResult::Analyzed(a, stats) = v else {
         if let InspectResult::Failed {
             class,
             stage,

@@ -79,7 +79,7 @@ pub enum SimilarCmd {
     },
     /// An instant mix that follows the seeds: no artist twice in a row, no album more than twice.
     Mix {
-        /// Analysed files the mix follows, in play order.
+        /// Analyzed files the mix follows, in play order.
         #[arg(required = true)]
         seeds: Vec<PathBuf>,
         /// Tracks in the mix (seeds not counted).

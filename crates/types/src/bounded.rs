@@ -102,7 +102,7 @@ mod tests {
         a.tags.title = Some(CleanText::new(MARK));
         let msg = FromWorker::Done {
             job_id: 1,
-            outcome: Outcome::Analysed(Box::new(a)),
+            outcome: Outcome::Analyzed(Box::new(a)),
             stats: FileStats::default(),
             last: false,
         };
@@ -145,7 +145,7 @@ mod tests {
         let p = with_empty_artists(MAX_TAG_LIST as u64);
         let back: FromWorker = decode(&p).unwrap();
         let FromWorker::Done {
-            outcome: Outcome::Analysed(a),
+            outcome: Outcome::Analyzed(a),
             ..
         } = back
         else {
@@ -185,7 +185,7 @@ mod tests {
         });
         let msg = FromWorker::Done {
             job_id: 1,
-            outcome: Outcome::Analysed(Box::new(a)),
+            outcome: Outcome::Analyzed(Box::new(a)),
             stats: FileStats::default(),
             last: false,
         };

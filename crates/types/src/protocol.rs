@@ -46,7 +46,7 @@ pub enum ToWorker {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
-    Analysed(Box<TrackAnalysis>),
+    Analyzed(Box<TrackAnalysis>),
     Failed(Failure),
 }
 
@@ -68,7 +68,7 @@ pub enum FromWorker {
 /// Terminal state of a file, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RecordOutcome {
-    Analysed(Box<TrackAnalysis>),
+    Analyzed(Box<TrackAnalysis>),
     /// A classified failure that is final for this version of the file (e.g. corrupt).
     Failed(Failure),
     /// Poison: every attempt killed its worker or timed out; `Record::attempts` holds the causes.
@@ -78,7 +78,7 @@ pub enum RecordOutcome {
 impl RecordOutcome {
     pub fn status(&self) -> &'static str {
         match self {
-            RecordOutcome::Analysed(_) => "analyzed",
+            RecordOutcome::Analyzed(_) => "analyzed",
             RecordOutcome::Failed(_) => "failed",
             RecordOutcome::Quarantined(_) => "quarantined",
         }

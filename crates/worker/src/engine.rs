@@ -6,7 +6,7 @@ use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 use trackmill_analysis::model::{refine_key, ModelConfig, ModelSet};
-use trackmill_analysis::{analyze_open_with, Analysed, NullSink, Options};
+use trackmill_analysis::{analyze_open_with, Analyzed, NullSink, Options};
 use trackmill_types::{CleanText, Failure, FailureClass, Outcome, Stage, StageTimes};
 
 /// What the engine needs to know; built from the worker's command line.
@@ -90,11 +90,11 @@ impl Engine {
     /// stage `decode` (the analysis crate already catches decoder panics as corrupt). A model
     /// failure fails the file with the model's class (oom for an allocation failure in the
     /// runtime) and asks for a recycle.
-    pub fn analyse(&mut self, file: File, len: u64) -> (Outcome, StageTimes, f64) {
+    pub fn analyze(&mut self, file: File, len: u64) -> (Outcome, StageTimes, f64) {
         let opts = &self.opts;
         let models = &mut self.models;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            analyse_one(file, len, opts, models.as_mut())
+            analyze_one(file, len, opts, models.as_mut())
         }));
         match result {
             Ok(Ok(mut a)) => {
@@ -104,7 +104,7 @@ impl Engine {
                         .push(CleanText::new(&format!("model stage skipped: {why}")));
                 }
                 let audio_s = a.analysis.audio.decoded_s;
-                (Outcome::Analysed(Box::new(a.analysis)), a.stages, audio_s)
+                (Outcome::Analyzed(Box::new(a.analysis)), a.stages, audio_s)
             }
             Ok(Err(StageError::Analysis(f))) => (Outcome::Failed(f), StageTimes::default(), 0.0),
             Ok(Err(StageError::Model(f))) => {
@@ -126,12 +126,12 @@ impl Engine {
 
 /// DSP analysis with the segment collector as the mono sink, then the model stage: embeddings
 /// appended after the DSP fingerprint, key refined with the pitch-class profile.
-fn analyse_one(
+fn analyze_one(
     file: File,
     len: u64,
     opts: &Options,
     models: Option<&mut ModelSet>,
-) -> Result<Analysed, StageError> {
+) -> Result<Analyzed, StageError> {
     let Some(set) = models else {
         return analyze_open_with(file, len, opts, &mut NullSink)
             .map_err(|e| StageError::Analysis(e.to_failure()));

@@ -97,7 +97,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
                     model_failed = injected.is_some();
                     let (outcome, stages, audio_s) = match injected {
                         Some(f) => (Outcome::Failed(f), StageTimes::default(), 0.0),
-                        None => engine.analyse(file, len),
+                        None => engine.analyze(file, len),
                     };
                     (outcome, stages, audio_s, len)
                 }

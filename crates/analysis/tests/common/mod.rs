@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use trackmill_analysis::{analyze_file, Analysed, AnalysisError, Options};
+use trackmill_analysis::{analyze_file, AnalysisError, Analyzed, Options};
 use trackmill_types::Features;
 
 /// Runs ffmpeg with `args` (after `-y -loglevel error`), panicking with its output on failure.
@@ -73,15 +73,15 @@ pub fn music(seconds: u32) -> String {
     )
 }
 
-pub fn analyze(path: &Path) -> Analysed {
+pub fn analyze(path: &Path) -> Analyzed {
     analyze_file(path, &Options::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub fn try_analyze(path: &Path) -> Result<Analysed, AnalysisError> {
+pub fn try_analyze(path: &Path) -> Result<Analyzed, AnalysisError> {
     analyze_file(path, &Options::default())
 }
 
-pub fn features(a: &Analysed) -> &Features {
+pub fn features(a: &Analyzed) -> &Features {
     a.analysis.features.as_ref().expect("features present")
 }
 

@@ -307,7 +307,7 @@ pub fn analysed(run_id: i64, k: FileKey, i: u64) -> Record {
     Record {
         run_id,
         key: k,
-        outcome: RecordOutcome::Analysed(Box::new(trackmill_e2e::records::sample_analysis(i))),
+        outcome: RecordOutcome::Analyzed(Box::new(trackmill_e2e::records::sample_analysis(i))),
         stats: stats(),
         attempts: vec![],
     }

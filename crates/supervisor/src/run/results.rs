@@ -24,7 +24,7 @@ impl Supervisor {
         self.summary.worker_peak_rss_bytes =
             self.summary.worker_peak_rss_bytes.max(stats.peak_rss_bytes);
         match outcome {
-            Outcome::Analysed(a) => self.store(job, RecordOutcome::Analysed(a), stats),
+            Outcome::Analyzed(a) => self.store(job, RecordOutcome::Analyzed(a), stats),
             Outcome::Failed(f) => {
                 job.history.push(Attempt {
                     attempt: job.history.len() as u32 + 1,
