@@ -1,4 +1,4 @@
-//! One file through one fresh worker, for `trackmill inspect`: a one-slot [`Pool`] with the
+//! One file through one fresh worker, for `trackmill inspect`: a one-slot worker `Pool` with the
 //! scan's own spawning, hello check, deadline and termination ladder, and exit classification.
 //! Nothing is stored.
 
