@@ -4,9 +4,9 @@
 //! time of each and their ratio. Hosts lease a file only when they are about to dispatch it, so
 //! two hosts should take little more than half the time of one.
 
-use crate::util::{cargo, root, run as exec};
+use crate::util::{release_binary, root};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Instant;
 
@@ -16,11 +16,7 @@ const ROUNDS: usize = 2;
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 
 pub fn run() -> Result<()> {
-    exec(cargo().args(["build", "--release", "-p", "trackmill"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let exe = target.join("release/trackmill");
+    let exe = release_binary()?;
     let out = root().join("bench-out/hosts");
     let lib = out.join("lib");
     ensure_library(&lib)?;

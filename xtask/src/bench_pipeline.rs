@@ -5,9 +5,9 @@
 //! within 10%. Trees are kept under `bench-out/` and reused. `TRACKMILL_BENCH_FILES` replaces
 //! the large tree's size.
 
-use crate::util::{cargo, root, run as exec};
+use crate::util::root;
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -25,11 +25,7 @@ pub fn run() -> Result<()> {
         Ok(v) => v.parse().context("TRACKMILL_BENCH_FILES")?,
         Err(_) => LARGE,
     };
-    exec(cargo().args(["build", "--release", "-p", "trackmill"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let exe = target.join("release/trackmill");
+    let exe = crate::util::release_binary()?;
     let out = root().join("bench-out");
     std::fs::create_dir_all(&out)?;
 

@@ -9,7 +9,7 @@
 //! (default the local test database; `none` skips PostgreSQL) adjust it; `TRACKMILL_BENCH_EXE`
 //! measures another trackmill binary instead of building the release one.
 
-use crate::util::{cargo, root, run as exec};
+use crate::util::root;
 use anyhow::{anyhow, bail, Context, Result};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -35,13 +35,7 @@ pub fn run() -> Result<()> {
     };
     let exe = match std::env::var_os("TRACKMILL_BENCH_EXE") {
         Some(exe) => PathBuf::from(exe),
-        None => {
-            exec(cargo().args(["build", "--release", "-p", "trackmill"]))?;
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().join("target"))
-                .join("release/trackmill")
-        }
+        None => crate::util::release_binary()?,
     };
     let out = root().join("bench-out");
     std::fs::create_dir_all(&out)?;

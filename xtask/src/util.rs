@@ -13,6 +13,15 @@ pub fn root() -> PathBuf {
 }
 
 /// `cargo`, as the one that runs xtask.
+/// Builds the release binary and returns its path (under `CARGO_TARGET_DIR` when set).
+pub fn release_binary() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "trackmill"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release/trackmill"))
+}
+
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
