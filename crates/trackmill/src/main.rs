@@ -10,6 +10,7 @@ mod inspect;
 mod logging;
 mod models;
 mod serve;
+mod show;
 mod similar;
 mod worker_cmd;
 
@@ -193,7 +194,7 @@ fn show(path: PathBuf, db: Option<String>, json: bool) -> CliResult {
             if json {
                 println!("{v}");
             } else {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print!("{}", show::render(&v));
             }
             Ok(ExitCode::from(exit::OK))
         }
