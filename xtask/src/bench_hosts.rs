@@ -1,4 +1,4 @@
-//! Two-host benchmark: the release binary scans one library of generated 10-second tracks into one
+//! Two-host benchmark: the release binary scans one library of generated one-minute tracks into one
 //! PostgreSQL database (127.0.0.1:5432, database `test`, a fresh schema per run), once as a single
 //! host and once as two hosts at the same time (one worker each), alternated, and prints the wall
 //! time of each and their ratio. Hosts lease a file only when they are about to dispatch it, so
@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::time::Instant;
 
 const TRACKS: usize = 48;
-const TRACK_S: u32 = 10;
+const TRACK_S: u32 = 60;
 const ROUNDS: usize = 2;
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 
@@ -112,6 +112,7 @@ fn timed(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let _ = Command::new("psql")
+        .env("PGOPTIONS", "--client-min-messages=warning")
         .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "test", "-c"])
         .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .status();
