@@ -114,6 +114,13 @@ fn one_poison_record_costs_one_file(url: &str, refuse: impl FnOnce()) {
     let row = stored_url(url, &lib.long_artist);
     let artists = row["artists"].to_string();
     assert!(artists.len() > 1000, "the long artist is stored: {row:#}");
+    // Cut at 1,024 bytes on a character boundary, and flagged.
+    let artist = row["artists"][0].as_str().unwrap();
+    assert!(artist.len() <= 1024 && artist.len() > 1000, "{artist}");
+    assert!(
+        row["tags_truncated"] == true || row["tags_truncated"] == 1,
+        "{row:#}"
+    );
     let poison = stored_url(url, &lib.poison);
     assert_eq!(poison["status"], "failed", "{poison:#}");
     assert_eq!(poison["failure_class"], "store", "{poison:#}");
