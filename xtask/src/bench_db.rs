@@ -39,6 +39,25 @@ pub fn run() -> Result<()> {
 
 /// Sends `n` records and a flush; returns records per second from the first send to `Flushed`.
 fn measure(url: &DbUrl, n: u64) -> Result<f64> {
+    let secs = store_records(url, "/bench", n, record)?;
+    let total = trackmill_dbwriter::counts(url)?["total"]
+        .as_u64()
+        .unwrap_or(0);
+    if total != n {
+        bail!("{total} rows stored, {n} expected");
+    }
+    Ok(n as f64 / secs)
+}
+
+/// Stores `n` records (`record(run_id, i)`) through an in-process DB writer, in one run whose
+/// root is `root`, then flushes; checks every record was acknowledged and returns the seconds
+/// from the first send to `Flushed`.
+pub fn store_records(
+    url: &DbUrl,
+    root: &str,
+    n: u64,
+    record: impl Fn(i64, u64) -> Record,
+) -> Result<f64> {
     let (mut ours, theirs) = UnixStream::pair()?;
     let writer_url = url.clone();
     let writer = std::thread::spawn(move || {
@@ -54,7 +73,7 @@ fn measure(url: &DbUrl, n: u64) -> Result<f64> {
         &ToDb::StartRun {
             host: CleanText::new("bench"),
             pid: std::process::id(),
-            roots: vec![CleanText::new("/bench")],
+            roots: vec![CleanText::new(root)],
         },
     )?;
     let run_id = match read_frame(&mut reader, MAX_FRAME)? {
@@ -92,13 +111,7 @@ fn measure(url: &DbUrl, n: u64) -> Result<f64> {
     if acked != n {
         bail!("{acked} of {n} records acknowledged");
     }
-    let total = trackmill_dbwriter::counts(url)?["total"]
-        .as_u64()
-        .unwrap_or(0);
-    if total != n {
-        bail!("{total} rows stored, {n} expected");
-    }
-    Ok(n as f64 / secs)
+    Ok(secs)
 }
 
 /// A record of realistic size (`sample_analysis`: tags with two artists, the full feature set, two

@@ -10,13 +10,11 @@
 //! measures another trackmill binary instead of building the release one.
 
 use crate::util::root;
-use anyhow::{anyhow, bail, Context, Result};
-use std::os::unix::net::UnixStream;
+use anyhow::{bail, Context, Result};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use trackmill_dbwriter::{DbUrl, WriterOptions};
-use trackmill_types::frame::{read_frame, write_frame, MAX_FRAME};
+use trackmill_dbwriter::DbUrl;
 use trackmill_types::*;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
@@ -243,71 +241,19 @@ fn ensure_library(url: &DbUrl, tree: &Path, n: u64) -> Result<()> {
         trackmill_dbwriter::drop_schema(url)?;
     }
     eprintln!("writing {n} tracks into {}", url.redacted());
-    let (mut ours, theirs) = UnixStream::pair()?;
-    let writer_url = url.clone();
-    let writer = std::thread::spawn(move || {
-        trackmill_dbwriter::run(&writer_url, theirs, WriterOptions::default())
-    });
-    let mut reader = ours.try_clone()?;
-    let hello: FromDb = read_frame(&mut reader, MAX_FRAME)?;
-    if !matches!(hello, FromDb::Hello(_)) {
-        bail!("expected Hello, got {hello:?}");
-    }
-    write_frame(
-        &mut ours,
-        &ToDb::StartRun {
-            host: CleanText::new("bench"),
-            pid: std::process::id(),
-            roots: vec![CleanText::new(&tree.display().to_string())],
+    let root = tree.display().to_string();
+    let secs = crate::bench_db::store_records(url, &root, n, |run_id, i| Record {
+        run_id,
+        key: FileKey {
+            path: PathBytes::from_path(&file_of(tree, i)),
+            size: 0,
+            mtime_ns: 0,
         },
-    )?;
-    let run_id = match read_frame(&mut reader, MAX_FRAME)? {
-        FromDb::RunStarted { run_id } => run_id,
-        other => bail!("expected RunStarted, got {other:?}"),
-    };
-    let collector = std::thread::spawn(move || -> Result<u64> {
-        let mut acked = 0u64;
-        loop {
-            match read_frame::<_, FromDb>(&mut reader, MAX_FRAME)? {
-                FromDb::Acked { seqs } => acked += seqs.len() as u64,
-                FromDb::Flushed { .. } => return Ok(acked),
-                FromDb::Error { message, .. } => bail!("writer: {message}"),
-                other => bail!("unexpected {other:?}"),
-            }
-        }
-    });
-    let start = Instant::now();
-    for i in 0..n {
-        let path = file_of(tree, i);
-        let record = Record {
-            run_id,
-            key: FileKey {
-                path: PathBytes::from_path(&path),
-                size: 0,
-                mtime_ns: 0,
-            },
-            outcome: RecordOutcome::Analyzed(Box::new(analysis(i))),
-            stats: FileStats::default(),
-            attempts: vec![],
-        };
-        write_frame(
-            &mut ours,
-            &ToDb::Store {
-                seq: i,
-                record: Box::new(record),
-            },
-        )?;
-    }
-    write_frame(&mut ours, &ToDb::Flush { token: 1 })?;
-    let acked = collector
-        .join()
-        .map_err(|_| anyhow!("ack collector panicked"))??;
-    drop(ours);
-    writer.join().map_err(|_| anyhow!("writer panicked"))??;
-    if acked != n {
-        bail!("{acked} of {n} records acknowledged");
-    }
-    eprintln!("  {n} tracks in {:.0} s", start.elapsed().as_secs_f64());
+        outcome: RecordOutcome::Analyzed(Box::new(analysis(i))),
+        stats: FileStats::default(),
+        attempts: vec![],
+    })?;
+    eprintln!("  {n} tracks in {secs:.0} s");
     Ok(())
 }
 
