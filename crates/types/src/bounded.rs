@@ -95,11 +95,9 @@ mod tests {
 
     const MARK: &str = "TITLE-MARK-7f3a";
 
-    /// A worker's reply whose payload is cut where the artists' list begins: `(head, tail)`, with
-    /// the list's one-byte length (zero) between them.
-    fn split_at_artists() -> (Vec<u8>, Vec<u8>) {
-        let mut a = TrackAnalysis::default();
-        a.tags.title = Some(CleanText::new(MARK));
+    /// The payload of a worker's reply carrying `a`, cut right after `MARK` (which `a` holds just
+    /// before an empty list): `(head, tail)`, with the list's one-byte length (zero) between them.
+    fn split_after_mark(a: TrackAnalysis) -> (Vec<u8>, Vec<u8>) {
         let msg = FromWorker::Done {
             job_id: 1,
             outcome: Outcome::Analyzed(Box::new(a)),
@@ -113,8 +111,15 @@ mod tests {
             .position(|w| w == MARK.as_bytes())
             .unwrap()
             + MARK.len();
-        assert_eq!(payload[at], 0, "the empty artists' list follows the title");
+        assert_eq!(payload[at], 0, "the empty list follows the mark");
         (payload[..at].to_vec(), payload[at + 1..].to_vec())
+    }
+
+    /// A worker's reply cut where the artists' list begins (see `split_after_mark`).
+    fn split_at_artists() -> (Vec<u8>, Vec<u8>) {
+        let mut a = TrackAnalysis::default();
+        a.tags.title = Some(CleanText::new(MARK));
+        split_after_mark(a)
     }
 
     fn varint(mut v: u64) -> Vec<u8> {
@@ -183,22 +188,10 @@ mod tests {
             model: CleanText::new(MARK),
             values: Vec::new(),
         });
-        let msg = FromWorker::Done {
-            job_id: 1,
-            outcome: Outcome::Analyzed(Box::new(a)),
-            stats: FileStats::default(),
-            last: false,
-        };
-        let frame = encode(&msg).unwrap();
-        let payload = &frame[4..];
-        let at = payload
-            .windows(MARK.len())
-            .position(|w| w == MARK.as_bytes())
-            .unwrap()
-            + MARK.len();
-        let mut p = payload[..at].to_vec();
+        let (head, tail) = split_after_mark(a);
+        let mut p = head;
         p.extend(varint(1 << 30));
-        p.extend(&payload[at + 1..]);
+        p.extend(&tail);
         assert!(decode::<FromWorker>(&p).is_err());
     }
 
