@@ -16,32 +16,17 @@ pub fn run(args: &[String]) -> Result<()> {
     if !util::have("ffmpeg") {
         bail!("fuzzing needs ffmpeg to make its seed files (cargo xtask setup installs it)");
     }
-    util::run(
-        util::cargo()
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "trackmill-analysis",
-                "--test",
-                "fuzz",
-                "--",
-                "--nocapture",
-            ])
-            .env("TRACKMILL_FUZZ_SECONDS", seconds.to_string()),
-    )?;
-    util::run(
-        util::cargo()
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "trackmill-supervisor",
-                "--test",
-                "config_fuzz",
-                "--",
-                "--nocapture",
-            ])
-            .env("TRACKMILL_FUZZ_SECONDS", (seconds / 10).max(1).to_string()),
-    )
+    // The analysis on mutated real files, then the config parser on mutated config text.
+    for (package, test, secs) in [
+        ("trackmill-analysis", "fuzz", seconds),
+        ("trackmill-supervisor", "config_fuzz", (seconds / 10).max(1)),
+    ] {
+        util::run(
+            util::cargo()
+                .args(["test", "--release", "-p", package, "--test", test])
+                .args(["--", "--nocapture"])
+                .env("TRACKMILL_FUZZ_SECONDS", secs.to_string()),
+        )?;
+    }
+    Ok(())
 }
