@@ -27,20 +27,6 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The kernel's Landlock ABI, `None` when it has no Landlock.
-fn landlock_abi() -> Option<i64> {
-    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attribute only returns the version.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            1u32,
-        )
-    };
-    (v > 0).then_some(v)
-}
-
 fn proc_text(pid: u32, what: &str) -> Option<String> {
     std::fs::read(format!("/proc/{pid}/{what}"))
         .ok()
@@ -322,4 +308,68 @@ fn an_absurd_job_timeout_is_a_config_error_naming_the_key() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--job-timeout"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_lying_worker_costs_only_its_own_file_one_protocol_attempt_per_lie() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    wav(&lib.join("good-a.wav"), 330.0, 300);
+    wav(&lib.join("good-b.wav"), 550.0, 300);
+    let lies = [
+        "empty-strings",
+        "oversized",
+        "huge-count",
+        "wrong-job",
+        "half-frame",
+        "garbage",
+    ];
+    for lie in lies.iter().chain(&["largest-record"]) {
+        std::fs::write(
+            lib.join(format!("lie-{lie}.mp3")),
+            format!("TRACKMILL-FAULT lie {lie}\n"),
+        )
+        .unwrap();
+    }
+    let cfg = config(
+        tmp.path(),
+        "[workers]\nmax_attempts = 2\nretry_backoff = \"10ms\"\n",
+    );
+    let db = tmp.path().join("t.db");
+    let (out, s) = scan(
+        &lib,
+        &db,
+        &["--workers", "2", "--config", cfg.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Quarantined files make the run's exit code say so; the run itself completed.
+    assert!(!err.contains("panicked"), "{err}");
+    assert_accounted(&s);
+    assert_eq!(n(&s, "files_seen"), 9, "{s:#}");
+    assert_eq!(n(&s, "analyzed"), 3, "{s:#}\n{err}");
+    assert_eq!(n(&s, "quarantined"), lies.len() as u64, "{s:#}\n{err}");
+    assert_eq!(n(&s, "db_writer_restarts"), 0, "{s:#}\n{err}");
+    let peak = n(&s, "supervisor_peak_rss_bytes");
+    eprintln!("supervisor peak RSS: {:.1} MiB", peak as f64 / 1048576.0);
+    assert!(peak > 0 && peak < 64 << 20, "supervisor peak RSS {peak}");
+    for lie in lies {
+        let f = stored(&db, &lib.join(format!("lie-{lie}.mp3")));
+        assert_eq!(f["status"], "quarantined", "{lie}: {f:#}");
+        let attempts = f["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{lie}: {f:#}");
+        for a in attempts {
+            assert_eq!(a["class"], "protocol", "{lie}: {f:#}");
+        }
+    }
+    // A valid answer at every cap the reader allows is stored, cut to the database's limits.
+    let largest = stored(&db, &lib.join("lie-largest-record.mp3"));
+    assert_eq!(largest["status"], "analyzed", "{largest:#}");
+    assert_eq!(largest["embeddings"].as_array().unwrap().len(), 32);
+    for good in ["good-a.wav", "good-b.wav"] {
+        let f = stored(&db, &lib.join(good));
+        assert_eq!(f["status"], "analyzed", "{f:#}");
+        assert_eq!(f["attempts"].as_array().unwrap().len(), 0, "{good}: {f:#}");
+    }
+    assert!(err.contains("frame stalled"), "{err}");
 }

@@ -98,3 +98,36 @@ fn json_output_parses_and_classifies_worker_deaths() {
     let msg = rows[3]["message"].as_str().unwrap();
     assert!(msg.contains("ran out of memory under its 256"), "{v:#}");
 }
+
+#[test]
+fn an_inspected_file_is_read_in_a_sandbox_limited_to_its_own_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("album");
+    let beside = tmp.path().join("elsewhere");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir(&beside).unwrap();
+    let secret = beside.join("secret.db");
+    std::fs::write(&secret, b"not for a worker").unwrap();
+    let f = dir.join("escape.mp3");
+    std::fs::write(
+        &f,
+        format!(
+            "TRACKMILL-FAULT escape {} {} 9\n",
+            secret.display(),
+            beside.join("none.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = inspect(&[f.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The file itself is readable (the fault engine read it), and is not audio.
+    assert!(err.contains("fault escape read-db: "), "{err}");
+    assert!(text.contains("FAILED (corrupt"), "{text}\n{err}");
+    if landlock_abi().is_some() {
+        assert!(err.contains("fault escape read-db: refused"), "{err}");
+        assert!(!err.contains("ALLOWED"), "{err}");
+    } else {
+        eprintln!("this kernel has no Landlock: the refusal is not checked");
+    }
+}

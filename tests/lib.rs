@@ -465,3 +465,17 @@ pub fn stored_url(url: &str, file: &Path) -> serde_json::Value {
         .unwrap()
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// The kernel's Landlock ABI, `None` when it has no Landlock.
+pub fn landlock_abi() -> Option<i64> {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attribute only returns the version.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    (v > 0).then_some(v)
+}

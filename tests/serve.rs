@@ -264,6 +264,11 @@ fn pool_follows_the_config_file_on_sighup_without_losing_a_file() {
     svc.wait_log("reload refused");
     let s = svc.status().unwrap();
     assert_eq!(num(&s, &["target_workers"]), 4, "{s:#}");
+    // So is a value out of range, named by its key; the service keeps serving.
+    svc.reload(4, "job_timeout = \"99999999999999999999s\"\n");
+    svc.wait_log("workers.job_timeout");
+    let s = svc.status().unwrap();
+    assert_eq!(num(&s, &["target_workers"]), 4, "{s:#}");
 
     // 4 → 1: no in-flight file is dropped; busy workers stop only after their file.
     svc.reload(1, "");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
-use trackmill_types::frame::{read_frame_async, write_frame_async, FrameError, MAX_FRAME};
+use trackmill_types::frame::{read_frame_within, write_frame_async, FrameError, MAX_FRAME};
 use trackmill_types::{ControlCommand, ControlResponse, FromDb, FromWorker};
 
 /// What a child's tasks report: a frame, a broken channel, or its end (always the last).
@@ -55,6 +55,11 @@ pub enum Event {
     /// service's `watch::ChangeSet` (at most one such event is queued at a time).
     FsChanged,
 }
+
+/// How long a child has to finish a frame it has begun (8 MiB over a Unix socket takes
+/// milliseconds): part of a frame and then silence breaks the channel as a protocol error,
+/// instead of holding the file until its job deadline.
+pub const FRAME_STALL: Duration = Duration::from_secs(10);
 
 /// Marker Rust's allocation-error handler prints before aborting.
 const OOM_MARKERS: [&str; 3] = [
@@ -103,7 +108,7 @@ where
     let frames_read = frames.clone();
     let reader = tokio::spawn(async move {
         loop {
-            match read_frame_async::<_, In>(&mut rd, MAX_FRAME).await {
+            match read_frame_within::<_, In>(&mut rd, MAX_FRAME, Some(FRAME_STALL)).await {
                 Ok(m) => {
                     frames_read.fetch_add(1, Ordering::SeqCst);
                     if ev.send(wrap_frames(ChildMsg::Frame(m))).is_err() {

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trackmill_supervisor::inspect::{inspect_file, InspectResult, InspectSpawn};
+use trackmill_supervisor::spawn::with_library_roots;
 use trackmill_supervisor::units::format_size;
 
 #[derive(clap::Args)]
@@ -46,7 +47,7 @@ pub fn run(a: InspectArgs) -> CliResult {
         .map_err(|e| CliError::failure(format!("cannot find my own executable: {e}")))?;
     let env = crate::children::worker_env();
     let args = models::worker_args(&cfg, a.config.as_deref(), &exe, &env).args;
-    let spawn = InspectSpawn {
+    let mut spawn = InspectSpawn {
         exe,
         args,
         env,
@@ -60,6 +61,10 @@ pub fn run(a: InspectArgs) -> CliResult {
     let mut reports = Vec::new();
     for file in &a.files {
         let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        // The worker's sandbox reads the file's own directory, as a scan's reads its roots.
+        let real = std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
+        let dir: Vec<PathBuf> = real.parent().map(PathBuf::from).into_iter().collect();
+        spawn.args = with_library_roots(&spawn.args, &dir);
         let result = rt.block_on(inspect_file(&spawn, &abs, &cfg));
         all_ok &= matches!(result, InspectResult::Analyzed(..));
         if a.json {

@@ -20,6 +20,8 @@ pub enum FrameError {
     Decode(#[from] postcard::Error),
     #[error("i/o error on channel: {0}")]
     Io(io::Error),
+    #[error("frame stalled: it began but was not whole within {within:?}")]
+    Stalled { within: std::time::Duration },
 }
 
 impl FrameError {
@@ -27,7 +29,10 @@ impl FrameError {
     pub fn is_protocol(&self) -> bool {
         matches!(
             self,
-            FrameError::TooLarge { .. } | FrameError::Decode(_) | FrameError::Truncated(_)
+            FrameError::TooLarge { .. }
+                | FrameError::Decode(_)
+                | FrameError::Truncated(_)
+                | FrameError::Stalled { .. }
         )
     }
 }
@@ -135,20 +140,48 @@ mod async_io {
         R: AsyncRead + Unpin,
         T: DeserializeOwned,
     {
+        read_frame_within(r, max, None).await
+    }
+
+    /// [`read_frame_async`], where a frame that has begun must be whole within `body`: a peer
+    /// may take any time to start a frame (a worker analyses for minutes) but not to finish
+    /// one, so part of a frame and then silence is [`FrameError::Stalled`] instead of a reader
+    /// waiting forever.
+    pub async fn read_frame_within<R, T>(
+        r: &mut R,
+        max: usize,
+        body: Option<std::time::Duration>,
+    ) -> Result<T, FrameError>
+    where
+        R: AsyncRead + Unpin,
+        T: DeserializeOwned,
+    {
         let mut header = [0u8; 4];
         let mut got = 0;
-        while got < 4 {
-            header_read(r.read(&mut header[got..]).await, &mut got)?;
+        while got == 0 {
+            header_read(r.read(&mut header).await, &mut got)?;
         }
-        let len = payload_len(header, max)?;
-        let mut payload = vec![0u8; len];
-        r.read_exact(&mut payload).await.map_err(payload_error)?;
+        let rest = async {
+            while got < 4 {
+                header_read(r.read(&mut header[got..]).await, &mut got)?;
+            }
+            let len = payload_len(header, max)?;
+            let mut payload = vec![0u8; len];
+            r.read_exact(&mut payload).await.map_err(payload_error)?;
+            Ok::<_, FrameError>(payload)
+        };
+        let payload = match body {
+            Some(within) => tokio::time::timeout(within, rest)
+                .await
+                .map_err(|_| FrameError::Stalled { within })??,
+            None => rest.await?,
+        };
         decode(&payload)
     }
 }
 
 #[cfg(feature = "tokio")]
-pub use async_io::{read_frame_async, write_frame_async};
+pub use async_io::{read_frame_async, read_frame_within, write_frame_async};
 
 #[cfg(test)]
 mod tests {
@@ -173,6 +206,31 @@ mod tests {
         let buf = u32::MAX.to_le_bytes();
         let err = read_frame::<_, ToWorker>(&mut &buf[..], MAX_FRAME).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_begun_and_not_finished_is_stalled() {
+        let (mut near, mut far) = tokio::io::duplex(64);
+        let msg = FromWorker::Hello(Hello::new(Role::Worker));
+        let buf = encode(&msg).unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut far, &buf[..buf.len() - 1])
+            .await
+            .unwrap();
+        let within = std::time::Duration::from_secs(10);
+        let err = read_frame_within::<_, FromWorker>(&mut near, MAX_FRAME, Some(within))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Stalled { .. }), "{err}");
+        assert!(err.is_protocol());
+        // Silence before a frame begins is no stall: the whole frame arrives later.
+        let (mut near, mut far) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            read_frame_within::<_, FromWorker>(&mut near, MAX_FRAME, Some(within)).await
+        });
+        tokio::time::sleep(within * 3).await;
+        tokio::io::AsyncWriteExt::write_all(&mut far, &buf).await.unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), msg);
     }
 
     #[test]

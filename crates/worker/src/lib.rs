@@ -94,9 +94,18 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
                     } else {
                         None
                     };
-                    model_failed = injected.is_some();
                     let (outcome, stages, audio_s) = match injected {
-                        Some(f) => (Outcome::Failed(f), StageTimes::default(), 0.0),
+                        Some(faults::Injected::Lie(lie)) => {
+                            if let Err(e) = faults::lie(lie, &mut chan, job.id) {
+                                tracing::error!("worker: could not send the lie: {e}");
+                                return EXIT_PROTOCOL;
+                            }
+                            continue;
+                        }
+                        Some(faults::Injected::Fail(f)) => {
+                            model_failed = true;
+                            (Outcome::Failed(f), StageTimes::default(), 0.0)
+                        }
                         None => engine.analyze(file, len),
                     };
                     (outcome, stages, audio_s, len)
