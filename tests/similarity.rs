@@ -485,3 +485,110 @@ fn families_keep_to_themselves() {
     eprintln!("families: precision at 5 = {precision:.3} ({own} of {total})");
     assert!(precision >= 0.8, "precision at 5 = {precision:.3}");
 }
+
+/// `trackmill ARGS…`: exit status and standard output.
+fn trackmill(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn files_that_vanish_are_marked_missing_restored_when_back_and_pruned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("music");
+    let other = tmp.path().join("usb");
+    let away = tmp.path().join("away");
+    for d in [&album, &other, &away] {
+        std::fs::create_dir(d).unwrap();
+    }
+    for i in 0..4 {
+        tone(&album.join(format!("t{i}.flac")), 300 + 70 * i, 3);
+    }
+    tone(&other.join("u.flac"), 900, 3);
+    let (album, other) = (album.canonicalize().unwrap(), other.canonicalize().unwrap());
+    let config = tmp.path().join("dsp.toml");
+    std::fs::write(&config, "[analysis]\nmodels = []\n").unwrap();
+    let db = tmp.path().join("t.db");
+    let url = format!("sqlite://{}", db.display());
+    let summary = tmp.path().join("s.json");
+    let pass = || {
+        let extra = ["--config", config.to_str().unwrap(), "--no-progress"];
+        let mut cmd = scan_command_url(&[&album, &other], &url, &summary, &extra);
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        assert_accounted(&s);
+        (s, err)
+    };
+    let (s, _) = pass();
+    assert_eq!(n(&s, "analyzed"), 5, "{s:#}");
+    assert_eq!(n(&s, "missing"), 0, "{s:#}");
+
+    // One file moved away; the other root emptied, as an unmounted disk leaves its mount point.
+    let t1 = album.join("t1.flac");
+    std::fs::rename(&t1, away.join("t1.flac")).unwrap();
+    std::fs::rename(other.join("u.flac"), away.join("u.flac")).unwrap();
+    let (s, err) = pass();
+    assert_eq!(n(&s, "missing"), 1, "{s:#}\n{err}");
+    assert_eq!(n(&s, "missing_in_db"), 1, "{s:#}");
+    assert!(err.contains("an unmounted disk?"), "{err}");
+    assert!(err.contains("1 tracks found gone"), "{err}");
+    let row = stored(&db, &t1);
+    assert_eq!(row["status"], "analyzed", "the analysis is kept: {row:#}");
+    assert!(row["missing_since"].as_i64().is_some(), "{row:#}");
+    assert!(stored(&db, &other.join("u.flac"))["missing_since"].is_null());
+    let (_, text) = trackmill(&["show", t1.to_str().unwrap(), "--db", &url]);
+    assert!(
+        text.contains("missing (file gone; stored as analyzed)"),
+        "{text}"
+    );
+    let counts = trackmill_dbwriter::counts(&trackmill_dbwriter::DbUrl::parse(&url).unwrap());
+    assert_eq!(counts.unwrap()["missing"], 1);
+
+    // Back with the same size and time: unmarked, and not analysed again.
+    std::fs::rename(away.join("t1.flac"), &t1).unwrap();
+    let (s, _) = pass();
+    assert_eq!(n(&s, "analyzed"), 0, "{s:#}");
+    assert_eq!(n(&s, "skipped_unchanged"), 4, "{s:#}");
+    assert_eq!(n(&s, "missing_in_db"), 0, "{s:#}");
+    assert!(stored(&db, &t1)["missing_since"].is_null());
+
+    // Gone for good: never returned by a query, then pruned.
+    std::fs::remove_file(&t1).unwrap();
+    let (s, _) = pass();
+    assert_eq!(n(&s, "missing"), 1, "{s:#}");
+    let seed = album.join("t0.flac");
+    let v = trackmill_json([
+        "similar",
+        seed.to_str().unwrap(),
+        "-n",
+        "10",
+        "--per-artist",
+        "0",
+        "--json",
+        "--db",
+        &url,
+    ]);
+    let near: Vec<PathBuf> = tracks(&v).iter().map(path_of).collect();
+    // u.flac is still away: not marked (its root looked unmounted), but no query returns a
+    // file that does not exist.
+    assert_eq!(near.len(), 2, "t2 and t3: {near:?}");
+    assert!(!near.contains(&t1), "{near:?}");
+    let (code, text) = trackmill(&["prune", "--dry-run", "--db", &url]);
+    assert_eq!(
+        (code, text.trim()),
+        (Some(0), "1 missing tracks would be deleted")
+    );
+    let (code, text) = trackmill(&["prune", "--db", &url]);
+    assert_eq!((code, text.trim()), (Some(0), "1 missing tracks deleted"));
+    assert!(stored(&db, &t1).is_null());
+    let (code, _) = trackmill(&["show", t1.to_str().unwrap(), "--db", &url]);
+    assert_eq!(code, Some(5), "nothing stored any more");
+    let (_, text) = trackmill(&["prune", "--db", &url]);
+    assert_eq!(text.trim(), "0 missing tracks deleted");
+}

@@ -18,28 +18,45 @@ fn key_vals(f: &FileKey) -> [Val; 4] {
     ]
 }
 
-/// True when a stored row makes this file need no work under `policy`.
-fn is_done(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<bool, DbError> {
+/// What the stored row of a file says: no work needed under the policy (`done`), and whether a
+/// pass marked its file gone (`missing`).
+struct Stored {
+    done: bool,
+    missing: bool,
+}
+
+fn lookup(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<Stored, DbError> {
     let Some(row) = conn.query_one(
-        "SELECT size, mtime_ns, status, analyzer_version, models FROM tracks WHERE path_sha = $1",
+        "SELECT size, mtime_ns, status, analyzer_version, models, missing_since FROM tracks \
+         WHERE path_sha = $1",
         &[sha256(f.path.as_bytes())],
     )?
     else {
-        return Ok(false);
+        return Ok(Stored {
+            done: false,
+            missing: false,
+        });
     };
     let same = row[0].i64() == u64v(f.size).i64() && row[1].i64() == Some(f.mtime_ns);
-    if !same {
-        return Ok(false);
-    }
-    Ok(match row[2].str() {
-        // A row written by a newer analyser also counts: an older binary must not overwrite it.
-        Some("analyzed") => {
-            row[3].i64().unwrap_or(0) >= i64::from(policy.analyzer_version)
-                && has_models(&row[4], &policy.models)
-        }
-        Some(_) => !policy.retry_failed,
-        None => false,
+    let done = same
+        && match row[2].str() {
+            // A row written by a newer analyser also counts: an older binary must not overwrite it.
+            Some("analyzed") => {
+                row[3].i64().unwrap_or(0) >= i64::from(policy.analyzer_version)
+                    && has_models(&row[4], &policy.models)
+            }
+            Some(_) => !policy.retry_failed,
+            None => false,
+        };
+    Ok(Stored {
+        done,
+        missing: row[5].i64().is_some(),
     })
+}
+
+/// True when a stored row makes this file need no work under `policy`.
+fn is_done(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<bool, DbError> {
+    Ok(lookup(conn, f, policy)?.done)
 }
 
 /// True when the stored list of models that ran (`tracks.models`) names every model in `wanted`.
@@ -143,7 +160,12 @@ pub(crate) fn check(
     let mut verdicts = vec![Verdict::Busy; files.len()];
     for i in order {
         let f = &files[i];
-        verdicts[i] = if is_done(conn, f, policy)? {
+        let stored = lookup(conn, f, policy)?;
+        if stored.missing {
+            // The scanner found it: the file is back (a disk remounted, a folder restored).
+            crate::missing::mark_present(conn, f)?;
+        }
+        verdicts[i] = if stored.done {
             Verdict::Done
         } else if !lease {
             if held_elsewhere(conn, run_id, f, now)? {

@@ -5,6 +5,7 @@
 mod conn;
 mod error;
 mod leases;
+mod missing;
 mod pg;
 mod query;
 mod runs;
@@ -102,6 +103,12 @@ pub fn failures(url: &DbUrl, limit: usize) -> Result<Vec<serde_json::Value>, DbE
 pub fn counts(url: &DbUrl) -> Result<serde_json::Value, DbError> {
     let mut c = open(url).map_err(|e| annotate(url, e))?;
     query::counts(c.as_mut())
+}
+
+/// Deletes the tracks marked missing (with `dry_run`, only counts them); returns how many.
+pub fn prune(url: &DbUrl, dry_run: bool) -> Result<u64, DbError> {
+    let mut c = open(url).map_err(|e| annotate(url, e))?;
+    conn::transaction(c.as_mut(), &mut |c| missing::prune(c, dry_run))
 }
 
 /// Drops the PostgreSQL schema named by the URL's `schema` parameter, with everything in it (for

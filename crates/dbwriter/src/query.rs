@@ -49,6 +49,7 @@ const TRACK_COLS: &[&str] = &[
     "wall_us",
     "peak_rss_bytes",
     "updated_at",
+    "missing_since",
 ];
 const BOOL_COLS: &[&str] = &["partial", "tags_truncated"];
 const JSON_COLS: &[&str] = &["genres", "models", "notes"];
@@ -192,5 +193,6 @@ pub(crate) fn counts(conn: &mut dyn Conn) -> Result<Value, DbError> {
         }
     }
     m["total"] = Value::from(total);
+    m["missing"] = Value::from(crate::missing::count(conn)?);
     Ok(m)
 }

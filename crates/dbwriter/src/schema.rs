@@ -343,6 +343,11 @@ fn fill_digests(c: &mut dyn Conn, table: &str, col: &str) -> Result<(), DbError>
     Ok(())
 }
 
+/// Version 4: `missing_since` (milliseconds), set on a track whose file a completed pass found
+/// gone and cleared when the file is seen again; the row keeps its status and its analysis, so
+/// a disk that comes back costs no re-analysis. Queries skip such tracks; `prune` deletes them.
+const V4: &str = "ALTER TABLE tracks ADD COLUMN missing_since BIGINT;";
+
 /// One migration: the same text for both sinks, or its own steps per sink.
 enum Migration {
     Text(&'static str),
@@ -384,10 +389,11 @@ const MIGRATIONS: &[(i64, Migration)] = &[
     (1, Migration::Text(V1)),
     (2, Migration::Text(V2)),
     (3, Migration::Steps(v3)),
+    (4, Migration::Text(V4)),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 fn substitute(text: &str, d: Dialect) -> String {
     let mut sql = text.to_owned();

@@ -156,17 +156,18 @@ impl TrackReader {
         Ok(Some(t))
     }
 
-    /// Number of analysed tracks.
+    /// Number of analysed tracks (those whose files are missing left out).
     pub fn count(&mut self) -> Result<u64, DbError> {
-        let row = self
-            .conn
-            .query_one("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'", &[])?;
+        let row = self.conn.query_one(
+            "SELECT COUNT(*) FROM tracks WHERE status = 'analyzed' AND missing_since IS NULL",
+            &[],
+        )?;
         Ok(row
             .and_then(|r| r.first().and_then(Val::i64))
             .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 
-    /// Streams every analysed track, in id order, `chunk` rows at a time (at least 1): at most
+    /// Streams every analysed track whose file is not missing, in id order, `chunk` rows at a time (at least 1): at most
     /// one chunk is held. Returns the number of tracks seen.
     pub fn for_each(
         &mut self,
@@ -202,7 +203,8 @@ impl TrackReader {
         // SQL, for the same reason: an index on it would be scanned whole for every window.
         let span = chunk.saturating_mul(stride);
         let sql = format!(
-            "SELECT {COLS}, t.status FROM tracks t JOIN features f ON f.track_id = t.id \
+            "SELECT {COLS}, t.status, t.missing_since FROM tracks t \
+             JOIN features f ON f.track_id = t.id \
              WHERE t.id > $1 AND t.id <= $2{} ORDER BY t.id",
             sample_filter("t.id", stride, 3)
         );
@@ -217,7 +219,7 @@ impl TrackReader {
             let rows = self.conn.query(&sql, &params)?;
             let mut tracks: Vec<StoredTrack> = rows
                 .iter()
-                .filter(|r| r.last().and_then(Val::str) == Some("analyzed"))
+                .filter(|r| listed(r))
                 .map(|r| track(r))
                 .collect();
             drop(rows);
@@ -229,6 +231,15 @@ impl TrackReader {
             start = end;
         }
         Ok(seen)
+    }
+}
+
+/// True for a row (ending with status and `missing_since`) of an analysed track whose file was
+/// not found gone.
+fn listed(row: &[Val]) -> bool {
+    match row {
+        [.., status, missing] => status.str() == Some("analyzed") && missing.i64().is_none(),
+        _ => false,
     }
 }
 

@@ -307,6 +307,8 @@ fn track_columns(r: &Record, now: i64) -> Vec<(&'static str, Val)> {
         ("wall_us", u64v(r.stats.wall_us)),
         ("peak_rss_bytes", u64v(r.stats.peak_rss_bytes)),
         ("updated_at", Val::I64(now)),
+        // A file analysed (or failed) now exists: it is no longer missing.
+        ("missing_since", Val::Null),
     ];
     let au = a.map(|a| &a.audio);
     let t = a.map(|a| &a.tags);

@@ -4,7 +4,7 @@
 
 use crate::conn::{local_now_ms, transaction, Conn};
 use crate::store::{self, BatchItem};
-use crate::{leases, open, runs, DbError, DbUrl, SqlKind, WriterOptions};
+use crate::{leases, missing, open, runs, DbError, DbUrl, SqlKind, WriterOptions};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -214,6 +214,30 @@ impl Writer {
         }
     }
 
+    /// Marks the gone files under `roots`, one window of row ids per transaction (so a large
+    /// library never holds one long transaction); returns (newly marked, missing in all).
+    fn sweep(&mut self, roots: &[trackmill_types::PathBytes]) -> Result<(u64, u64), DbError> {
+        let prefixes = missing::prefixes(roots);
+        let mut marked = 0;
+        if let (false, Some((first, last))) =
+            (prefixes.is_empty(), self.retry(&mut missing::id_range)?)
+        {
+            let now = local_now_ms();
+            let mut start = first - 1;
+            while start < last {
+                let end = start.saturating_add(missing::WINDOW);
+                marked +=
+                    self.retry(&mut |c| missing::sweep_window(c, &prefixes, start, end, now))?;
+                start = end;
+            }
+        }
+        let total = self.retry(&mut missing::count)?;
+        if marked > 0 {
+            tracing::info!("{marked} tracks marked missing (files gone); {total} missing in all");
+        }
+        Ok((marked, total))
+    }
+
     fn handle(&mut self, msg: ToDb) -> Result<(), DbError> {
         match msg {
             ToDb::StartRun { host, pid, roots } => {
@@ -260,6 +284,15 @@ impl Writer {
                     query,
                     files,
                     still_leased,
+                })
+            }
+            ToDb::SweepMissing { query, roots } => {
+                self.commit()?;
+                let (marked, missing) = self.sweep(&roots)?;
+                self.send(&FromDb::Swept {
+                    query,
+                    marked,
+                    missing,
                 })
             }
             ToDb::Store { seq, record } => self.push(BatchItem::Store(seq, record)),

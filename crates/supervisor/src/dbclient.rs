@@ -18,7 +18,7 @@ fn zip_verdicts(files: Vec<FileKey>, verdicts: Vec<Verdict>) -> Vec<(FileKey, Ve
 }
 
 /// The most control messages that can wait for an answer at once (see `DbClient::control`).
-pub const MAX_CONTROL: usize = 6;
+pub const MAX_CONTROL: usize = 7;
 
 /// A writer that dies this many times in a row without committing anything cannot make
 /// progress (bad database, or data it refuses every time): the run fails.
@@ -77,6 +77,11 @@ pub enum DbReply {
         files: Vec<FileKey>,
         still_leased: u64,
     },
+    /// The answer to the sweep: tracks newly marked missing, and missing in all.
+    Swept {
+        marked: u64,
+        missing: u64,
+    },
     Error {
         message: String,
         retrying: bool,
@@ -100,10 +105,13 @@ pub struct DbClient {
     /// Stored records the database refused: they commit as `store` failures.
     refused: std::collections::BTreeSet<u64>,
     claim: Option<u64>,
+    /// The outstanding sweep for missing files.
+    sweep: Option<u64>,
     /// Control messages (run start/end, flush, the check, the claim) not yet answered, re-sent
     /// after a restart. At most [`MAX_CONTROL`]: one `StartRun`, the one outstanding `Check`
     /// (`check`), the one outstanding `Lease` (`lease`), the one outstanding `ClaimExpired`
-    /// (`claim`), and the run's `EndRun` and `Flush`, sent once when it finishes.
+    /// (`claim`), the one outstanding `SweepMissing` (`sweep`), and the run's `EndRun` and
+    /// `Flush`, sent once when it finishes.
     control: Vec<ToDb>,
     next_query: u64,
     run_id: Option<i64>,
@@ -130,6 +138,7 @@ impl DbClient {
             lease: None,
             refused: Default::default(),
             claim: None,
+            sweep: None,
             control: Vec::new(),
             next_query: 1,
             run_id: None,
@@ -180,6 +189,10 @@ impl DbClient {
 
     pub fn claiming(&self) -> bool {
         self.claim.is_some()
+    }
+
+    pub fn sweeping(&self) -> bool {
+        self.sweep.is_some()
     }
 
     /// Nothing waits for an answer: every control message answered, every result committed.
@@ -273,6 +286,18 @@ impl DbClient {
                     files,
                     still_leased,
                 }
+            }
+            FromDb::Swept {
+                query,
+                marked,
+                missing,
+            } => {
+                if self.sweep != Some(query) {
+                    return DbReply::Nothing;
+                }
+                self.sweep = None;
+                self.answered(|m| matches!(m, ToDb::SweepMissing { query: x, .. } if *x == query));
+                DbReply::Swept { marked, missing }
             }
             FromDb::Acked { seqs } => {
                 self.progressed |= !seqs.is_empty();
@@ -400,6 +425,14 @@ impl DbClient {
             policy,
             limit,
         });
+    }
+
+    /// Marks the stored tracks under `roots` whose files are gone (answered by `Swept`).
+    pub fn send_sweep(&mut self, roots: Vec<PathBytes>) {
+        let query = self.next_query;
+        self.next_query += 1;
+        self.sweep = Some(query);
+        self.send_control(ToDb::SweepMissing { query, roots });
     }
 
     /// Closes the channel: the writer commits what it has and exits.

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use trackmill_types::procmem;
-use trackmill_types::{CheckPolicy, CleanText, RunCounts, RunStatus, ToDb, ANALYZER_VERSION};
+use trackmill_types::{
+    CheckPolicy, CleanText, PathBytes, RunCounts, RunStatus, ToDb, ANALYZER_VERSION,
+};
 
 /// How to start the children: the same binary with its hidden subcommands.
 #[derive(Clone, Debug)]
@@ -140,6 +142,9 @@ struct Supervisor {
     roots: Vec<PathBuf>,
     /// A scan pass is walking, checking or analysing; the service is idle otherwise.
     pass_active: bool,
+    /// The roots of the full pass under way: once it completes, the stored tracks under them
+    /// whose files are gone are marked missing (a pass over changed paths sweeps nothing).
+    sweep_due: Option<Vec<PathBuf>>,
     pending: passes::PassQueue,
     /// Only in `serve`.
     service: Option<passes::ServiceState>,
@@ -228,6 +233,7 @@ impl Supervisor {
             worker_rss: 0,
             roots: opts.roots.clone(),
             pass_active: false,
+            sweep_due: None,
             pending: passes::PassQueue::first(opts.retry_failed),
             service: None,
             lease_on_dispatch: opts.spawn.lease_on_dispatch,
@@ -520,7 +526,12 @@ impl Supervisor {
                 self.dispatch(now);
                 self.maybe_claim();
                 if self.work_done() {
-                    if self.service.is_some() {
+                    if let Some(roots) = self.sweep_due.take() {
+                        self.db
+                            .send_sweep(roots.iter().map(|r| PathBytes::from_path(r)).collect());
+                    } else if self.db.sweeping() {
+                        // Wait for the sweep's answer before closing the pass.
+                    } else if self.service.is_some() {
                         self.pass_finished();
                     } else {
                         self.pool.shrink(0, now);

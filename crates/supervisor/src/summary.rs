@@ -31,6 +31,12 @@ pub struct Summary {
     /// Files skipped because the walk had already yielded them under another path (symbolic or
     /// hard links); not counted in `files_seen`.
     pub aliases: u64,
+    /// Stored tracks under the roots whose files a completed pass found gone (marked missing:
+    /// kept with their analysis, left out of queries); not counted in `files_seen`.
+    pub missing: u64,
+    /// Tracks marked missing in the database after the last sweep, by any run (`trackmill prune`
+    /// deletes them).
+    pub missing_in_db: u64,
     pub partial: u64,
     pub worker_exits: BTreeMap<String, u64>,
     pub db_writer_restarts: u64,
@@ -79,8 +85,16 @@ impl Summary {
             .filter(|(_, v)| **v > 0)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let missing = if self.missing_in_db > 0 {
+            format!(
+                "; {} tracks found gone ({} missing in all: `trackmill prune` deletes them)",
+                self.missing, self.missing_in_db
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{}: {} files seen, {} analysed, {} unchanged, {} failed [{}], {} quarantined, {} unfinished, {} not stored; worker exits [{}]; {:.1}s, {:.0}s of audio",
+            "{}: {} files seen, {} analysed, {} unchanged, {} failed [{}], {} quarantined, {} unfinished, {} not stored; worker exits [{}]; {:.1}s, {:.0}s of audio{missing}",
             self.status,
             self.files_seen,
             self.analyzed,

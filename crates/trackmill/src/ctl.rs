@@ -234,12 +234,15 @@ fn status_text(s: &ServiceStatus) -> String {
             .join(" ")
     };
     out += &format!(
-        "files: {} seen, {} analysed, {} unchanged, {} quarantined, failed [{}]; worker exits [{}]\n",
+        "files: {} seen, {} analysed, {} unchanged, {} quarantined, failed [{}], {} found gone \
+         ({} missing in the database); worker exits [{}]\n",
         t.files_seen,
         t.analyzed,
         t.skipped_unchanged,
         t.quarantined,
         list(&t.failed),
+        t.missing,
+        t.missing_in_db,
         list(&t.worker_exits)
     );
     out += &format!(

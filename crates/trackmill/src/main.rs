@@ -57,6 +57,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Delete the tracks whose files are gone (marked missing by a completed pass), with their
+    /// analysis.
+    Prune {
+        #[arg(long, env = DB_URL_ENV, hide_env_values = true)]
+        db: Option<String>,
+        /// Where `database.url` is read from when `--db` is not given.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only count them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run as a host service: scan `library.roots` at start, on an interval and on file-system
     /// changes; controlled through its socket; SIGHUP reloads the config.
     Serve(serve::ServeArgs),
@@ -158,6 +170,11 @@ fn run(cmd: Cmd) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Show { path, db, json } => show(path, db, json),
+        Cmd::Prune {
+            db,
+            config,
+            dry_run,
+        } => prune(db, config, dry_run),
         Cmd::Scan(args) => scan(args),
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Ctl(cmd) => ctl::run(cmd),
@@ -204,6 +221,18 @@ fn show(path: PathBuf, db: Option<String>, json: bool) -> CliResult {
         )),
         Err(e) => Err(CliError::new(exit::BAD_DB, e)),
     }
+}
+
+fn prune(db: Option<String>, config: Option<PathBuf>, dry_run: bool) -> CliResult {
+    let cfg = load_config(config.as_deref(), &Overrides::default())?;
+    let url = db_url(db, &cfg)?;
+    let n = trackmill_dbwriter::prune(&url, dry_run).map_err(|e| CliError::new(exit::BAD_DB, e))?;
+    if dry_run {
+        println!("{n} missing tracks would be deleted");
+    } else {
+        println!("{n} missing tracks deleted");
+    }
+    Ok(ExitCode::from(exit::OK))
 }
 
 fn scan(a: ScanArgs) -> CliResult {

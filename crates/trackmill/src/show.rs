@@ -31,7 +31,12 @@ fn line(out: &mut String, label: &str, value: Option<String>) {
 pub fn render(v: &Value) -> String {
     let mut o = String::new();
     line(&mut o, "path", text(&v["display_path"]));
-    line(&mut o, "status", text(&v["status"]));
+    let status = text(&v["status"]).map(|s| match v["missing_since"].as_i64() {
+        // The file was found gone: the row keeps what it had until `trackmill prune`.
+        Some(_) => format!("missing (file gone; stored as {s})"),
+        None => s,
+    });
+    line(&mut o, "status", status);
     line(&mut o, "title", text(&v["title"]));
     let artists: Vec<String> = v["artists"]
         .as_array()

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below. A child that reports another version
 /// is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Which hidden subcommand a child runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +213,9 @@ pub enum ToDb {
         policy: CheckPolicy,
         limit: u32,
     },
+    /// After a completed pass over `roots`: commit what is pending, then mark the stored tracks
+    /// under them whose files are gone as missing; answered by `Swept`.
+    SweepMissing { query: u64, roots: Vec<PathBytes> },
     /// A terminal result; acknowledged after commit.
     Store { seq: u64, record: Box<Record> },
     /// A worker event; acknowledged after commit.
@@ -247,6 +250,12 @@ pub enum FromDb {
         query: u64,
         files: Vec<FileKey>,
         still_leased: u64,
+    },
+    /// The answer to `SweepMissing`: tracks newly marked missing, and how many are marked in all.
+    Swept {
+        query: u64,
+        marked: u64,
+        missing: u64,
     },
     /// Sequence numbers of `Store` and `Event` messages now committed.
     Acked {
@@ -414,6 +423,11 @@ pub struct Totals {
     pub skipped_unchanged: u64,
     pub failed: Vec<(String, u64)>,
     pub quarantined: u64,
+    /// Stored tracks this service's passes found gone (files deleted or moved away).
+    pub missing: u64,
+    /// Tracks marked missing in the database after the last pass (`trackmill prune` deletes
+    /// them).
+    pub missing_in_db: u64,
     pub worker_exits: Vec<(String, u64)>,
 }
 

@@ -64,6 +64,10 @@ impl Supervisor {
                     self.on_verdict(key, v, true);
                 }
             }
+            DbReply::Swept { marked, missing } => {
+                self.summary.missing += marked;
+                self.summary.missing_in_db = missing;
+            }
             DbReply::StoreRefused { path, message } => {
                 tracing::error!(
                     "database refused the record of {path:?}; stored as a store failure: {message}"

@@ -211,6 +211,7 @@ impl Supervisor {
         self.scan_done = false;
         self.claims_done = false;
         self.policy.retry_failed = plan.retry_failed;
+        self.sweep_due = plan.full.then(|| plan.roots.clone());
         if let Some(svc) = self.service.as_mut() {
             svc.passes += 1;
             if plan.full {

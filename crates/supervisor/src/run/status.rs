@@ -45,6 +45,8 @@ impl Supervisor {
                 skipped_unchanged: s.skipped_unchanged,
                 failed: s.failed.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 quarantined: s.quarantined,
+                missing: s.missing,
+                missing_in_db: s.missing_in_db,
                 worker_exits: s
                     .worker_exits
                     .iter()
