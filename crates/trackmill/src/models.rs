@@ -50,6 +50,37 @@ pub fn resolve_models_dir(configured: &Path, config_file: Option<&Path>) -> Path
         .unwrap_or_else(|| configured.to_path_buf())
 }
 
+/// The similarity space of a configuration: the DSP groups with their default weights, plus
+/// every embedding that a model of `analysis.models` declares as a similarity input in its
+/// manifest. A manifest that cannot be read is logged and its embeddings take no part: queries
+/// never fail for a broken model.
+pub fn similarity_space(cfg: &Config, config_file: Option<&Path>) -> trackmill_similarity::Space {
+    let dir = resolve_models_dir(&cfg.analysis.models_dir, config_file);
+    let mut embeddings = Vec::new();
+    for name in &cfg.analysis.models {
+        let manifest = match Manifest::load(&dir.join(name).join("model.toml")) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("model {name}: {e}; its embeddings take no part in similarity");
+                continue;
+            }
+        };
+        for e in &manifest.embeddings {
+            if let Some(sim) = &e.similarity {
+                embeddings.push(trackmill_similarity::EmbeddingInput {
+                    name: format!("{}/{}", manifest.name, e.name),
+                    dims: sim.dims,
+                    weight: sim.weight,
+                });
+            }
+        }
+    }
+    trackmill_similarity::Space {
+        weights: Default::default(),
+        embeddings,
+    }
+}
+
 /// The model settings a scan's workers use.
 pub fn model_config(cfg: &Config, config_file: Option<&Path>) -> ModelConfig {
     ModelConfig {
@@ -253,6 +284,50 @@ mod tests {
             resolve_models_dir(Path::new("my-models"), Some(&cfg)),
             tmp.path().join("my-models")
         );
+    }
+
+    #[test]
+    fn the_similarity_space_holds_what_the_configured_manifests_declare() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shipped = include_str!("../../../models/basic-pitch/model.toml");
+        // A second model, added by a user, declaring its `stats` embedding.
+        let mine = shipped.replace("name = \"basic-pitch\"", "name = \"mine\"").replace(
+            "  { from = \"notes\", reduce = \"active-range\", threshold = 0.3, min_frames = 5, bin_offset = 21 },\n]",
+            "  { from = \"notes\", reduce = \"active-range\", threshold = 0.3, min_frames = 5, bin_offset = 21 },\n]\nsimilarity = { dims = 3, weight = 2.0 }",
+        );
+        assert_ne!(
+            mine,
+            shipped.replace("name = \"basic-pitch\"", "name = \"mine\"")
+        );
+        for (name, text) in [("basic-pitch", shipped), ("mine", mine.as_str())] {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+            std::fs::write(tmp.path().join(name).join("model.toml"), text).unwrap();
+        }
+        let mut cfg = Config::default();
+        cfg.analysis.models_dir = tmp.path().to_path_buf();
+        cfg.analysis.models = vec!["basic-pitch".into(), "mine".into(), "absent".into()];
+        let space = similarity_space(&cfg, None);
+        let got: Vec<(&str, usize, f32)> = space
+            .embeddings
+            .iter()
+            .map(|e| (e.name.as_str(), e.dims, e.weight))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("basic-pitch/notes88", 88, 0.5),
+                ("mine/notes88", 88, 0.5),
+                ("mine/stats", 3, 2.0)
+            ]
+        );
+        // The shipped manifest gives the default space; a DSP-only configuration has no model.
+        cfg.analysis.models.truncate(1);
+        assert_eq!(
+            similarity_space(&cfg, None),
+            trackmill_similarity::Space::default()
+        );
+        cfg.analysis.models.clear();
+        assert!(similarity_space(&cfg, None).embeddings.is_empty());
     }
 
     #[test]

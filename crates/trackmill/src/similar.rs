@@ -207,7 +207,7 @@ impl Library {
     fn open(out: &Output) -> Result<Library, CliError> {
         let cfg = load_config(out.config.as_deref(), &Overrides::default())?;
         let url = db_url(out.db.clone(), &cfg)?;
-        let space = Space::default();
+        let space = crate::models::similarity_space(&cfg, out.config.as_deref());
         let mut models = vec![FINGERPRINT, PITCH_CLASS];
         models.extend(space.embeddings.iter().map(|e| e.name.as_str()));
         let mut reader = TrackReader::open(&url, &models).map_err(db_error)?;

@@ -177,7 +177,22 @@ pub struct EmbeddingSpec {
     pub parts: Vec<PartSpec>,
     #[serde(default)]
     pub normalize: Normalize,
+    /// Takes part in the similarity vector (`trackmill similar`, `path`, `mix`, the API) when set.
+    pub similarity: Option<SimilaritySpec>,
 }
+
+/// How an embedding takes part in similarity: its length (a stored vector of another length
+/// counts as absent) and the weight of its squared distance, against the DSP groups' (timbre 1,
+/// chroma 2, tempo 0.5, key 0.5; README: similar tracks).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimilaritySpec {
+    pub dims: usize,
+    pub weight: f32,
+}
+
+/// The largest weight an embedding may carry in the similarity vector.
+pub const MAX_SIMILARITY_WEIGHT: f32 = 16.0;
 
 /// One pooled quantity of an output.
 #[derive(Clone, Debug, Deserialize)]
@@ -376,6 +391,22 @@ impl Manifest {
             if e.parts.is_empty() {
                 return Err(format!("embedding {:?} has no parts", e.name));
             }
+            if let Some(sim) = &e.similarity {
+                let max_dims = trackmill_types::bounded::MAX_EMBEDDING_VALUES;
+                if !(1..=max_dims).contains(&sim.dims) {
+                    return Err(format!(
+                        "embedding {:?}: similarity.dims must be between 1 and {max_dims}",
+                        e.name
+                    ));
+                }
+                if !(sim.weight > 0.0 && sim.weight <= MAX_SIMILARITY_WEIGHT) {
+                    return Err(format!(
+                        "embedding {:?}: similarity.weight must be > 0 and at most \
+                         {MAX_SIMILARITY_WEIGHT}",
+                        e.name
+                    ));
+                }
+            }
             for p in &e.parts {
                 let o = output(&p.from).ok_or_else(|| {
                     format!("embedding {:?}: unknown output {:?}", e.name, p.from)
@@ -450,5 +481,24 @@ mod tests {
         assert_eq!(parsed(&text).validate(), Ok(()));
         let text = BASIC_PITCH.replace("max_share = 0.05\n", "");
         assert_eq!(parsed(&text).segments.max_share, None);
+    }
+
+    #[test]
+    fn a_similarity_input_needs_a_length_and_a_weight_in_range() {
+        const DECLARED: &str = "similarity = { dims = 88, weight = 0.5 }";
+        assert!(BASIC_PITCH.contains(DECLARED));
+        for (bad, key) in [
+            ("dims = 0, weight = 0.5", "dims"),
+            ("dims = 5000, weight = 0.5", "dims"),
+            ("dims = 88, weight = 0.0", "weight"),
+            ("dims = 88, weight = 17.0", "weight"),
+            ("dims = 88, weight = nan", "weight"),
+        ] {
+            let text = BASIC_PITCH.replace(DECLARED, &format!("similarity = {{ {bad} }}"));
+            let err = parsed(&text).validate().expect_err(bad);
+            assert!(err.contains(&format!("similarity.{key}")), "{bad}: {err}");
+        }
+        let typo = BASIC_PITCH.replace(DECLARED, "similarity = { dims = 88, wieght = 0.5 }");
+        assert!(toml::from_str::<Manifest>(&typo).is_err());
     }
 }
