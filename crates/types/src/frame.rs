@@ -229,7 +229,9 @@ mod tests {
             read_frame_within::<_, FromWorker>(&mut near, MAX_FRAME, Some(within)).await
         });
         tokio::time::sleep(within * 3).await;
-        tokio::io::AsyncWriteExt::write_all(&mut far, &buf).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut far, &buf)
+            .await
+            .unwrap();
         assert_eq!(reader.await.unwrap().unwrap(), msg);
     }
 
