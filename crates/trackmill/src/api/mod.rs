@@ -79,8 +79,9 @@ pub fn run(a: ApiArgs) -> CliResult {
 
 /// The listening socket on [`LISTEN_FD`], checked to be one.
 fn inherited_listener() -> std::io::Result<std::net::TcpListener> {
+    // SAFETY: `stat` is plain data, valid when zeroed; fstat on a possibly closed fd only fills
+    // `st` or fails with EBADF.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on a possibly closed fd only fills `st` or fails with EBADF.
     if unsafe { libc::fstat(LISTEN_FD, &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
