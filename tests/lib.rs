@@ -5,6 +5,7 @@
 
 pub mod pgserver;
 pub mod records;
+pub mod service;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

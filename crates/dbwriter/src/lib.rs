@@ -60,6 +60,25 @@ fn open(url: &DbUrl) -> Result<Box<dyn Conn>, DbError> {
     Ok(c)
 }
 
+/// Opens a connection that only reads, for the API server: no migrations (the DB writer applies
+/// them), SQLite opened read-only, PostgreSQL sessions whose transactions default to read-only
+/// (so a fault in a query path cannot change the library).
+fn open_read_only(url: &DbUrl) -> Result<Box<dyn Conn>, DbError> {
+    Ok(match url {
+        DbUrl::Sqlite(p) => Box::new(sqlite::SqliteConn::open_read_only(p)?),
+        DbUrl::Postgres(pg) => {
+            let mut ro = pg.clone();
+            let given = ro.config.get_options().map(|o| format!("{o} "));
+            let options = format!(
+                "{}-c default_transaction_read_only=on",
+                given.unwrap_or_default()
+            );
+            ro.config.options(&options);
+            Box::new(pg::PgConn::open(&ro)?)
+        }
+    })
+}
+
 /// Builds the database as a trackmill of schema `version` left it (the migrations up to that one
 /// only), for tests of the migrations that follow.
 #[doc(hidden)]

@@ -5,7 +5,7 @@
 
 use crate::conn::Conn;
 use crate::val::Val;
-use crate::{annotate, open, DbError, DbUrl};
+use crate::{annotate, open, open_read_only, DbError, DbUrl};
 use trackmill_types::analysis::{Embedding, Features, TrackAnalysis};
 use trackmill_types::CleanText;
 
@@ -72,6 +72,14 @@ impl TrackReader {
     pub fn open(url: &DbUrl, models: &[&str]) -> Result<Self, DbError> {
         Ok(TrackReader {
             conn: open(url).map_err(|e| annotate(url, e))?,
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+        })
+    }
+
+    /// Opens the database read-only (see [`crate::open_read_only`]); the schema must be there.
+    pub fn open_read_only(url: &DbUrl, models: &[&str]) -> Result<Self, DbError> {
+        Ok(TrackReader {
+            conn: open_read_only(url).map_err(|e| annotate(url, e))?,
             models: models.iter().map(|m| (*m).to_owned()).collect(),
         })
     }

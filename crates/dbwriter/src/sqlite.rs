@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 pub(crate) struct SqliteConn {
     path: PathBuf,
     conn: rusqlite::Connection,
+    read_only: bool,
+}
+
+/// A connection that cannot write: the file must exist (its schema is the DB writer's to make).
+fn open_read_only(path: &Path) -> Result<rusqlite::Connection, DbError> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 fn open(path: &Path) -> Result<rusqlite::Connection, DbError> {
@@ -43,6 +56,15 @@ impl SqliteConn {
         Ok(SqliteConn {
             path: path.to_path_buf(),
             conn: open(path)?,
+            read_only: false,
+        })
+    }
+
+    pub fn open_read_only(path: &Path) -> Result<Self, DbError> {
+        Ok(SqliteConn {
+            path: path.to_path_buf(),
+            conn: open_read_only(path)?,
+            read_only: true,
         })
     }
 }
@@ -106,7 +128,11 @@ impl Conn for SqliteConn {
     }
 
     fn reconnect(&mut self) -> Result<(), DbError> {
-        self.conn = open(&self.path)?;
+        self.conn = if self.read_only {
+            open_read_only(&self.path)?
+        } else {
+            open(&self.path)?
+        };
         Ok(())
     }
 }

@@ -72,6 +72,7 @@ pub struct Config {
     pub database: Database,
     pub analysis: Analysis,
     pub service: Service,
+    pub api: Api,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -265,6 +266,86 @@ impl Default for Service {
     }
 }
 
+/// `serve`: the HTTP API for music servers, run in its own child process (see the README's
+/// "HTTP API").
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// A loopback address to listen on, e.g. `127.0.0.1:8337`; empty turns the API off.
+    pub addr: String,
+    /// A request whose body is larger is answered 413.
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
+    pub max_body: u64,
+    /// A request must arrive whole (headers and body) and be answered within this, else 408.
+    #[serde(with = "dur")]
+    pub request_timeout: Duration,
+    /// Queries answered at the same time; one more is answered 503.
+    pub max_concurrent: usize,
+    /// RLIMIT_AS of the API process (0: none).
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
+    pub memory_limit: u64,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            addr: String::new(),
+            max_body: 16 << 10,
+            request_timeout: Duration::from_secs(10),
+            max_concurrent: 16,
+            memory_limit: 1 << 30,
+        }
+    }
+}
+
+/// An error unless `value` (the setting `key`) is empty or a loopback socket address.
+fn check_loopback(key: &str, value: &str, example: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    match value.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_loopback() => Ok(()),
+        Ok(a) => Err(ConfigError::Invalid(format!(
+            "{key} = {a} is not a loopback address (127.0.0.1 or ::1)"
+        ))),
+        Err(e) => Err(ConfigError::Invalid(format!(
+            "{key} = {value:?}: {e} (write e.g. {example})"
+        ))),
+    }
+}
+
+impl Api {
+    /// The bounds of the `[api]` keys.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        check_loopback("api.addr", &self.addr, "127.0.0.1:8337")?;
+        if !(1 << 10..=64 << 20).contains(&self.max_body) {
+            return bad(format!(
+                "api.max_body = {} is outside 1KiB..64MiB",
+                self.max_body
+            ));
+        }
+        if self.request_timeout < Duration::from_millis(100)
+            || self.request_timeout > Duration::from_secs(600)
+        {
+            return bad("api.request_timeout must lie between 100ms and 10m".into());
+        }
+        if !(1..=1024).contains(&self.max_concurrent) {
+            return bad(format!(
+                "api.max_concurrent = {} is outside 1..1024",
+                self.max_concurrent
+            ));
+        }
+        if self.memory_limit != 0 && !(128 << 20..=MAX_SIZE).contains(&self.memory_limit) {
+            return bad(format!(
+                "api.memory_limit = {} is outside 128MiB..1PiB (or 0 for none)",
+                self.memory_limit
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -353,22 +434,12 @@ impl Config {
                 self.memory.critical, self.memory.high
             ));
         }
-        if !self.service.metrics_addr.is_empty() {
-            match self.service.metrics_addr.parse::<std::net::SocketAddr>() {
-                Ok(a) if a.ip().is_loopback() => {}
-                Ok(a) => {
-                    return bad(format!(
-                        "service.metrics_addr = {a} is not a loopback address (127.0.0.1 or ::1)"
-                    ))
-                }
-                Err(e) => {
-                    return bad(format!(
-                        "service.metrics_addr = {:?}: {e} (write e.g. 127.0.0.1:9187)",
-                        self.service.metrics_addr
-                    ))
-                }
-            }
-        }
+        check_loopback(
+            "service.metrics_addr",
+            &self.service.metrics_addr,
+            "127.0.0.1:9187",
+        )?;
+        self.api.validate()?;
         if self.database.batch_size == 0 || self.database.max_unacked == 0 {
             return bad("database.batch_size and database.max_unacked must be at least 1".into());
         }
@@ -558,6 +629,28 @@ mod tests {
             .to_string();
         assert!(e.contains("loopback"), "{e}");
         assert!(Config::parse("[service]\nmetrics_addr = \"localhost\"\n").is_err());
+    }
+
+    #[test]
+    fn api_settings_are_bounded_and_loopback_only() {
+        let cfg =
+            Config::parse("[api]\naddr = \"127.0.0.1:8337\"\nmax_body = \"64KiB\"\n").unwrap();
+        assert_eq!(cfg.api.max_body, 64 << 10);
+        assert_eq!(cfg.api.request_timeout, Duration::from_secs(10));
+        for (text, key) in [
+            ("addr = \"0.0.0.0:8337\"", "api.addr"),
+            ("addr = \"nowhere\"", "api.addr"),
+            ("max_body = \"1GiB\"", "api.max_body"),
+            ("request_timeout = \"0s\"", "api.request_timeout"),
+            ("max_concurrent = 0", "api.max_concurrent"),
+            ("memory_limit = \"1MiB\"", "api.memory_limit"),
+        ] {
+            let e = Config::parse(&format!("[api]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(Config::parse("[api]\nport = 1\n").is_err());
     }
 
     #[test]

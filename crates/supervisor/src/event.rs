@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use trackmill_types::frame::{read_frame_within, write_frame_async, FrameError, MAX_FRAME};
-use trackmill_types::{ControlCommand, ControlResponse, FromDb, FromWorker};
+use trackmill_types::{ControlCommand, ControlResponse, FromApi, FromDb, FromWorker};
 
 /// What a child's tasks report: a frame, a broken channel, or its end (always the last).
 #[derive(Debug)]
@@ -46,6 +46,8 @@ pub enum Event {
     },
     /// From the DB writer process of generation `gen`.
     Db { gen: u64, msg: ChildMsg<FromDb> },
+    /// `serve`: from the API server process of generation `gen`.
+    Api { gen: u64, msg: ChildMsg<FromApi> },
     /// `serve`: an operator's command from the control socket, answered through `reply`.
     Control {
         command: ControlCommand,

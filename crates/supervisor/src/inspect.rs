@@ -99,7 +99,9 @@ pub async fn inspect_file(spawn: &InspectSpawn, path: &Path, cfg: &Config) -> In
                     }
                 }
                 // Only the worker's tasks hold the sender.
-                Some(Event::Db { .. } | Event::Control { .. } | Event::FsChanged) => {}
+                Some(
+                    Event::Db { .. } | Event::Api { .. } | Event::Control { .. } | Event::FsChanged,
+                ) => {}
                 None => return InspectResult::worker("the worker's events ended".into()),
             },
             _ = tick.tick() => pool.tick(Instant::now()),

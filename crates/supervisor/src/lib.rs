@@ -2,6 +2,7 @@
 //! file at a time to capped worker processes, retries by failure class, and sends terminal results
 //! to the single DB-writer process.
 
+pub mod api;
 mod clients;
 pub mod config;
 pub mod control;

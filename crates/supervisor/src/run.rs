@@ -44,6 +44,9 @@ pub struct SpawnSpec {
     /// Environment of the DB writer; its database URL is the `spawn::SECRET_ENV` entry, which
     /// travels through a pipe on fd 4, never on a command line or in the environment.
     pub db_env: Vec<(OsString, OsString)>,
+    /// Arguments of the API server subcommand (`serve` with `api.addr`); it gets the database
+    /// URL like the DB writer, through the pipe of `db_env`.
+    pub api_args: Vec<OsString>,
     /// GPU workers are capped with RLIMIT_DATA instead of RLIMIT_AS.
     pub gpu: bool,
     /// The models `worker_args` load (empty: DSP-only). Stored files analysed without one of
@@ -64,6 +67,8 @@ pub struct ServeOptions {
     pub control_path: PathBuf,
     /// The bound Prometheus endpoint, if `service.metrics_addr` is set.
     pub metrics: Option<std::net::TcpListener>,
+    /// The bound API socket, if `api.addr` is set (see [`crate::api::bind`]).
+    pub api: Option<std::net::TcpListener>,
     pub spawn: SpawnSpec,
 }
 
@@ -78,6 +83,8 @@ pub struct ScanOptions {
 pub enum RunError {
     #[error("cannot start the DB writer: {0}")]
     DbWriter(String),
+    #[error("cannot start the API server: {0}")]
+    Api(std::io::Error),
     #[error("cannot start a worker: {0}")]
     Spawn(std::io::Error),
     #[error("cannot set up signal handling: {0}")]
@@ -116,6 +123,8 @@ struct Supervisor {
     leased: std::collections::VecDeque<FileJob>,
     retries: Vec<FileJob>,
     db: DbClient,
+    /// `serve` with `api.addr`: the HTTP API server.
+    api: Option<crate::api::ApiClient>,
     run_id: i64,
     phase: Phase,
     interrupted: bool,
@@ -212,6 +221,7 @@ impl Supervisor {
             leased: Default::default(),
             retries: Vec::new(),
             db: DbClient::new(db_spec),
+            api: None,
             run_id: 0,
             phase: Phase::Starting,
             interrupted: false,
@@ -281,6 +291,18 @@ async fn run(
         if let Some(l) = serve.metrics {
             crate::metrics::spawn_server(l, events_tx.clone());
         }
+        if let Some(l) = serve.api {
+            let spec = ChildSpec {
+                exe: opts.spawn.exe.clone(),
+                args: opts.spawn.api_args.clone(),
+                env: opts.spawn.db_env.clone(),
+                address_space_limit: sup.cfg.api.memory_limit,
+                data_limit: 0,
+            };
+            let mut api = crate::api::ApiClient::new(spec, l);
+            api.spawn(&events_tx).map_err(RunError::Api)?;
+            sup.api = Some(api);
+        }
         control_ino = std::fs::metadata(&serve.control_path).ok().map(|m| {
             (
                 serve.control_path.clone(),
@@ -349,6 +371,9 @@ async fn run(
             _ = tick.tick() => sup.on_tick(),
         }
         sup.step();
+    }
+    if let Some(api) = sup.api.as_mut() {
+        api.stop();
     }
     sup.scan_stop.store(true, Ordering::Relaxed);
     drop(scan_rx);
@@ -461,6 +486,11 @@ impl Supervisor {
             }
             Event::Db { gen, msg } if gen == self.db.gen() => self.on_db(msg),
             Event::Db { .. } => {}
+            Event::Api { gen, msg } => {
+                if let Some(api) = self.api.as_mut().filter(|a| a.gen() == gen) {
+                    api.on_msg(msg, Instant::now());
+                }
+            }
             Event::Control { command, reply } => {
                 let answer = self.on_control(command);
                 let _ = reply.send(answer);
@@ -472,6 +502,7 @@ impl Supervisor {
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.db.restart_if_due(now, &self.events_tx);
+        self.api_tick(now);
         self.service_tick(now);
         self.pool.tick(now);
         if now.duration_since(self.last_pressure_poll) >= self.cfg.memory.poll_interval {
@@ -509,6 +540,20 @@ impl Supervisor {
             );
             self.db.kill();
             self.phase = Phase::Done;
+        }
+    }
+
+    /// Restarts the API server when due and pushes it fresh metrics.
+    fn api_tick(&mut self, now: Instant) {
+        let Some(api) = self.api.as_mut() else {
+            return;
+        };
+        api.restart_if_due(now, &self.events_tx);
+        if api.push_due(now) {
+            let text = crate::metrics::render(&self.status());
+            if let Some(api) = self.api.as_mut() {
+                api.push(text, now);
+            }
         }
     }
 

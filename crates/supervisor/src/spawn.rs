@@ -24,6 +24,10 @@ pub const CHANNEL_FD: i32 = 3;
 /// holds the secret and then end-of-file.
 pub const SECRET_FD: i32 = 4;
 
+/// The fd on which the API server finds its listening TCP socket, bound by the supervisor (so a
+/// bad address is a start-up error of the service, and the port survives the server's restarts).
+pub const LISTEN_FD: i32 = 5;
+
 /// An entry of [`ChildSpec::env`] under this name is not put in the child's environment: its
 /// value is written into a pipe that the child reads once at start on [`SECRET_FD`] (see
 /// [`read_secret`]). No environment variable can have this name (names cannot contain `=`).
@@ -164,8 +168,13 @@ fn secret_pipe(secret: &[u8]) -> std::io::Result<OwnedFd> {
     let mut w = std::fs::File::from(write);
     std::io::Write::write_all(&mut w, secret)?;
     drop(w);
-    // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we own into a new one that we then own.
-    let high = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    high_copy(read.as_raw_fd())
+}
+
+/// A close-on-exec copy of `fd` numbered above 9.
+fn high_copy(fd: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an open fd into a new one that we then own.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
     if high < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -176,6 +185,18 @@ fn secret_pipe(secret: &[u8]) -> std::io::Result<OwnedFd> {
 /// Starts a child. Its stderr is piped (the caller reads it), stdin and stdout are null. Its
 /// environment is the allowed part of ours ([`inherited_env`]) plus `spec.env`.
 pub fn spawn_child(spec: &ChildSpec) -> std::io::Result<Spawned> {
+    spawn_child_with(spec, None)
+}
+
+/// [`spawn_child`], also giving the child `listener` on [`LISTEN_FD`] (ours stays close-on-exec,
+/// so no other child inherits it).
+pub fn spawn_child_with(
+    spec: &ChildSpec,
+    listener: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<Spawned> {
+    // A copy above 9, so that placing fds 3 to 5 in the child cannot overwrite it.
+    let listen_copy = listener.map(|l| high_copy(l.as_raw_fd())).transpose()?;
+    let listen_fd = listen_copy.as_ref().map_or(-1, |l| l.as_raw_fd());
     let (ours, theirs) = UnixStream::pair()?;
     let theirs: OwnedFd = theirs.into();
     let fd = theirs.as_raw_fd();
@@ -220,6 +241,9 @@ pub fn spawn_child(spec: &ChildSpec) -> std::io::Result<Spawned> {
             if secret_fd >= 0 && libc::dup2(secret_fd, SECRET_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if listen_fd >= 0 && libc::dup2(listen_fd, LISTEN_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::setpgid(0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -255,6 +279,7 @@ pub fn spawn_child(spec: &ChildSpec) -> std::io::Result<Spawned> {
     let child = cmd.spawn()?;
     drop(theirs);
     drop(secret);
+    drop(listen_copy);
     let pid = child.id().unwrap_or(0);
     Ok(Spawned {
         child,

@@ -1,8 +1,9 @@
-//! How the supervisor starts its children: the same binary with the hidden `worker` and
-//! `db-writer` subcommands, their arguments and the environment they inherit. Children start
-//! from a cleared environment (`spawn::ENV_ALLOWLIST` plus what is named here); the DB writer
-//! gets its database URL through a pipe (`spawn::SECRET_ENV`), reads it once at start and makes
-//! itself non-dumpable, so no password is in any child's argv or environment.
+//! How the supervisor starts its children: the same binary with the hidden `worker`,
+//! `db-writer` and `api-child` subcommands, their arguments and the environment they inherit.
+//! Children start from a cleared environment (`spawn::ENV_ALLOWLIST` plus what is named here);
+//! the DB writer and the API server get the database URL through a pipe (`spawn::SECRET_ENV`),
+//! read it once at start and make themselves non-dumpable, so no password is in any child's argv
+//! or environment.
 
 use crate::cli::CliError;
 use std::ffi::OsString;
@@ -66,6 +67,7 @@ pub fn spawn_spec(
         worker_args,
         worker_env,
         db_args,
+        api_args: api_args(cfg, roots, config_file),
         // Through a pipe, not the environment (see `spawn::SECRET_ENV`).
         db_env: vec![(SECRET_ENV.into(), url_text.into())],
         gpu: cfg.analysis.gpu,
@@ -74,12 +76,37 @@ pub fn spawn_spec(
     })
 }
 
-/// Start-up of the DB writer: marks this process non-dumpable (another process of the same user
-/// can then neither read its memory nor its environment, nor attach to it), then reads the
-/// database URL from the pipe the supervisor gave it, or takes `--db` when run by hand.
+/// The arguments of the API server (`api-child`): the `[api]` limits, the library roots that
+/// relative track paths are resolved against, and the similarity inputs the configured models
+/// declare (so the server needs no manifest).
+fn api_args(cfg: &Config, roots: &[PathBuf], config_file: Option<&Path>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "api-child".into(),
+        "--max-body".into(),
+        cfg.api.max_body.to_string().into(),
+        "--request-timeout-ms".into(),
+        cfg.api.request_timeout.as_millis().to_string().into(),
+        "--max-concurrent".into(),
+        cfg.api.max_concurrent.to_string().into(),
+    ];
+    for r in roots {
+        args.push("--library-root".into());
+        args.push(r.clone().into());
+    }
+    for e in crate::models::similarity_space(cfg, config_file).embeddings {
+        args.push("--similarity-input".into());
+        args.push(format!("{}={}:{}", e.name, e.dims, e.weight).into());
+    }
+    args
+}
+
+/// Start-up of a child that holds the database URL (the DB writer, the API server): marks this
+/// process non-dumpable (another process of the same user can then neither read its memory nor
+/// its environment, nor attach to it), then reads the URL from the pipe the supervisor gave it,
+/// or takes `--db` when run by hand.
 pub fn db_writer_url(db_arg: Option<String>) -> Result<String, String> {
     nix::sys::prctl::set_dumpable(false)
-        .map_err(|e| format!("cannot make the DB writer non-dumpable: {e}"))?;
+        .map_err(|e| format!("cannot make this process non-dumpable: {e}"))?;
     if let Some(url) = db_arg {
         return Ok(url);
     }

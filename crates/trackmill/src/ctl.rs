@@ -256,6 +256,15 @@ fn status_text(s: &ServiceStatus) -> String {
         s.memory.busy_limit,
         mib(s.memory.workers_rss_bytes)
     );
+    if !s.api.addr.is_empty() {
+        out += &format!(
+            "api: http://{}/, pid {}, {}, {} restarts\n",
+            s.api.addr,
+            s.api.pid,
+            if s.api.ready { "ready" } else { "not ready" },
+            s.api.restarts
+        );
+    }
     out
 }
 

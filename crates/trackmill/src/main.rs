@@ -1,7 +1,8 @@
 //! The trackmill binary: the operator CLI (`scan`, `show`, `inspect`, `doctor`, `serve` and its
-//! clients) and the hidden `worker` and `db-writer` subcommands that the supervisor re-executes
-//! itself as.
+//! clients) and the hidden `worker`, `db-writer` and `api-child` subcommands that the supervisor
+//! re-executes itself as.
 
+mod api;
 mod children;
 mod cli;
 mod ctl;
@@ -9,6 +10,7 @@ mod doctor;
 mod inspect;
 mod logging;
 mod models;
+mod query;
 mod serve;
 mod show;
 mod similar;
@@ -82,6 +84,8 @@ enum Cmd {
     Doctor(doctor::DoctorArgs),
     #[command(hide = true)]
     Worker(worker_cmd::WorkerArgs),
+    #[command(hide = true, name = "api-child")]
+    ApiChild(api::ApiArgs),
     #[command(hide = true, name = "db-writer")]
     DbWriter {
         /// For a run by hand only: the supervisor sends the URL through a pipe, so that no
@@ -137,7 +141,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Children log plainly to the stderr the supervisor reads; every command a person runs logs
     // as the options say.
-    if matches!(cli.cmd, Cmd::Worker(_) | Cmd::DbWriter { .. }) {
+    if matches!(
+        cli.cmd,
+        Cmd::Worker(_) | Cmd::DbWriter { .. } | Cmd::ApiChild(_)
+    ) {
         logging::init_child();
     } else {
         logging::init(cli.verbose, &cli.log_format);
@@ -148,6 +155,7 @@ fn main() -> ExitCode {
 fn run(cmd: Cmd) -> CliResult {
     match cmd {
         Cmd::Worker(args) => std::process::exit(worker_cmd::run(args)),
+        Cmd::ApiChild(args) => api::run(args),
         Cmd::DbWriter {
             db,
             batch_size,

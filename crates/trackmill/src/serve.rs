@@ -51,6 +51,7 @@ pub fn serve(a: ServeArgs) -> CliResult {
         })?;
         Some(l)
     };
+    let api = bind_api(&cfg)?;
     tracing::info!(
         "serving {} root(s) into {}; control socket {}",
         cfg.library.roots.len(),
@@ -62,9 +63,25 @@ pub fn serve(a: ServeArgs) -> CliResult {
         control: listener,
         control_path,
         metrics,
+        api,
         spawn,
     };
     let summary = trackmill_supervisor::serve(cfg, opts).map_err(CliError::failure)?;
     tracing::info!("stopped: {}", summary.line());
     crate::cli::run_outcome(&summary)
+}
+
+/// Binds `api.addr` here, before anything starts, so a port in use is a start-up error; the API
+/// server process gets the socket (see `trackmill_supervisor::api`).
+fn bind_api(cfg: &trackmill_supervisor::Config) -> Result<Option<std::net::TcpListener>, CliError> {
+    if cfg.api.addr.is_empty() {
+        return Ok(None);
+    }
+    let l = trackmill_supervisor::api::bind(&cfg.api.addr).map_err(|e| {
+        CliError::config(format!("api.addr: cannot listen on {}: {e}", cfg.api.addr))
+    })?;
+    if let Ok(a) = l.local_addr() {
+        tracing::info!("API listening on http://{a}/");
+    }
+    Ok(Some(l))
 }

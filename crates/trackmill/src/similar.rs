@@ -1,32 +1,14 @@
-//! `similar`, `path` and `mix`: similarity queries over the stored analysis. Each streams from
-//! the database in bounded chunks, first an evenly spread sample of at most 50,000 tracks for
-//! the library statistics the vectors are standardised against, then the whole library for the
-//! query itself, so memory stays O(k + chunk) whatever the library size; results can also be
-//! written as an extended M3U8 playlist.
+//! `similar`, `path` and `mix`: the commands over the similarity queries of [`crate::query`]
+//! (which the HTTP API answers from too): their arguments, the table or JSON they print, and the
+//! extended M3U8 playlist they can write.
 
 use crate::cli::{exit, load_config, CliError, CliResult, Overrides};
+use crate::query::{self, Answer, Filter, Library, QueryError};
 use crate::{db_url, DB_URL_ENV};
 use clap::Subcommand;
-use serde_json::{json, Value};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use trackmill_dbwriter::{StoredTrack, TrackReader};
-use trackmill_similarity::{
-    group_key, m3u, Descriptor, Key, LibraryStats, MixBuilder, MixInfo, MixOptions, PathFinder,
-    Space, TopK,
-};
-
-/// Rows read from the database at a time.
-const CHUNK: usize = 2000;
-/// The library statistics come from at most about this many tracks, evenly spread by row id: the
-/// standard error of a standard deviation estimated from 50,000 values is 0.3 %, which moves no
-/// ranking, and the statistics pass then costs the same at 100,000 tracks as at 10 million.
-const STATS_SAMPLE: u64 = 50_000;
-/// Embeddings the vectors are built from, beside the features.
-const FINGERPRINT: &str = "trackmill-dsp-v1";
-const PITCH_CLASS: &str = "basic-pitch/pitch-class12";
+use trackmill_similarity::m3u;
 
 /// Where to read and how to answer.
 #[derive(clap::Args)]
@@ -94,310 +76,59 @@ pub enum SimilarCmd {
     },
 }
 
-/// What is shown and written for a track.
-#[derive(Clone, Debug)]
-struct Meta {
-    id: i64,
-    path: Vec<u8>,
-    artist: Option<String>,
-    title: Option<String>,
-    album: Option<String>,
-    duration_s: Option<f64>,
-    bpm: f32,
-    key: Key,
-}
-
-impl Meta {
-    fn new(t: &StoredTrack, d: &Descriptor) -> Meta {
-        Meta {
-            id: t.id,
-            path: t.path.clone(),
-            artist: t.artist.clone().or_else(|| t.album_artist.clone()),
-            title: t.title.clone(),
-            album: t.album.clone(),
-            duration_s: t.duration_s,
-            bpm: d.bpm,
-            key: d.key,
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "path": String::from_utf8_lossy(&self.path),
-            "path_hex": self.path.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "artist": self.artist,
-            "title": self.title,
-            "album": self.album,
-            "duration_s": self.duration_s,
-            "bpm": self.bpm,
-            "key": self.key.tonic,
-            "mode": if self.key.minor { "minor" } else { "major" },
-            "camelot": self.key.camelot(),
-        })
-    }
-
-    fn line(&self) -> String {
-        let who = match (&self.artist, &self.title) {
-            (Some(a), Some(t)) => format!("{a} - {t}"),
-            (None, Some(t)) => t.clone(),
-            (Some(a), None) => a.clone(),
-            (None, None) => String::new(),
-        };
-        format!(
-            "{:>6.1} BPM {:>3}  {who}  {}",
-            self.bpm,
-            self.key.camelot(),
-            String::from_utf8_lossy(&self.path)
-        )
-    }
-
-    fn mix_info(&self, t: &StoredTrack) -> MixInfo {
-        let artist = self.artist.as_deref().and_then(group_key);
-        let album = t.album.as_deref().and_then(group_key).map(|al| {
-            let by = t
-                .album_artist
-                .as_deref()
-                .or(t.artist.as_deref())
-                .and_then(group_key);
-            format!("{}\u{1f}{al}", by.unwrap_or_default())
-        });
-        MixInfo {
-            id: t.id,
-            artist,
-            album,
-            key: self.key,
-            bpm: self.bpm,
-        }
-    }
-
-    fn entry(&self) -> m3u::Entry {
-        m3u::Entry {
-            path: PathBuf::from(OsStr::from_bytes(&self.path)),
-            duration_s: self.duration_s,
-            artist: self.artist.clone(),
-            title: self.title.clone(),
+impl From<QueryError> for CliError {
+    fn from(e: QueryError) -> CliError {
+        match e {
+            QueryError::NotFound(_) => CliError::new(exit::NOT_FOUND, e),
+            QueryError::Db(_) => CliError::new(exit::BAD_DB, e),
         }
     }
 }
 
-/// One listed track: the distance the table shows (to the seed, to TO, to the seeds) and the
-/// JSON fields beside the track's own.
-struct Listed {
-    meta: Meta,
-    shown: f32,
-    extra: Value,
-}
-
-fn exists(path: &[u8]) -> bool {
-    Path::new(OsStr::from_bytes(path)).exists()
-}
-
-/// An open library: the reader, the vector space and the library's statistics.
-struct Library {
-    reader: TrackReader,
-    space: Space,
-    stats: LibraryStats,
-}
-
-fn db_error(e: impl std::fmt::Display) -> CliError {
-    CliError::new(exit::BAD_DB, e)
-}
-
-impl Library {
-    fn open(out: &Output) -> Result<Library, CliError> {
-        let cfg = load_config(out.config.as_deref(), &Overrides::default())?;
-        let url = db_url(out.db.clone(), &cfg)?;
-        let space = crate::models::similarity_space(&cfg, out.config.as_deref());
-        let mut models = vec![FINGERPRINT, PITCH_CLASS];
-        models.extend(space.embeddings.iter().map(|e| e.name.as_str()));
-        let mut reader = TrackReader::open(&url, &models).map_err(db_error)?;
-        let mut stats = LibraryStats::default();
-        let stride = reader.count().map_err(db_error)?.div_ceil(STATS_SAMPLE);
-        reader
-            .for_each_every(CHUNK, stride, &mut |t| {
-                if let Some(d) = space.describe(&t.analysis) {
-                    stats.push(&d.raw);
-                }
-            })
-            .map_err(db_error)?;
-        Ok(Library {
-            reader,
-            space,
-            stats,
-        })
-    }
-
-    /// A seed: its stored track, descriptor and vector.
-    fn seed(&mut self, file: &Path) -> Result<(Meta, StoredTrack, Vec<f32>), CliError> {
-        let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-        let found = self
-            .reader
-            .track(abs.as_os_str().as_bytes())
-            .map_err(db_error)?;
-        let Some((t, d)) = found.and_then(|t| self.space.describe(&t.analysis).map(|d| (t, d)))
-        else {
-            return Err(CliError::new(
-                exit::NOT_FOUND,
-                format!("no analysed track stored for {}", abs.display()),
-            ));
-        };
-        let v = self.space.vector(&d, &self.stats);
-        Ok((Meta::new(&t, &d), t, v))
-    }
-
-    /// Every analysed track with its descriptor and vector.
-    fn each(
-        &mut self,
-        f: &mut dyn FnMut(&StoredTrack, &Descriptor, &[f32]),
-    ) -> Result<(), CliError> {
-        let (space, stats) = (&self.space, &self.stats);
-        self.reader
-            .for_each(CHUNK, &mut |t| {
-                if let Some(d) = space.describe(&t.analysis) {
-                    let v = space.vector(&d, stats);
-                    f(t, &d, &v);
-                }
-            })
-            .map(|_| ())
-            .map_err(db_error)
-    }
+fn open(out: &Output) -> Result<Library, CliError> {
+    let cfg = load_config(out.config.as_deref(), &Overrides::default())?;
+    let url = db_url(out.db.clone(), &cfg)?;
+    let space = crate::models::similarity_space(&cfg, out.config.as_deref());
+    Ok(Library::open(&url, space)?)
 }
 
 pub fn run(cmd: SimilarCmd) -> CliResult {
-    match cmd {
+    let none = Filter::default();
+    let (answer, out) = match cmd {
         SimilarCmd::Similar {
             file,
             n,
             per_artist,
             out,
-        } => similar(&file, n, per_artist, &out),
+        } => (
+            query::similar(&mut open(&out)?, &file, n, per_artist, &none)?,
+            out,
+        ),
         SimilarCmd::Path {
             from,
             to,
             steps,
             out,
-        } => path(&from, &to, steps, &out),
+        } => (query::path(&mut open(&out)?, &from, &to, steps)?, out),
         SimilarCmd::Mix {
             seeds,
             length,
             harmonic,
             out,
-        } => mix(&seeds, length, harmonic, &out),
-    }
-}
-
-fn similar(file: &Path, n: usize, per_artist: usize, out: &Output) -> CliResult {
-    let mut lib = Library::open(out)?;
-    let (seed, _, sv) = lib.seed(file)?;
-    let mut top: TopK<Meta> = TopK::new(n, (per_artist > 0).then_some(per_artist));
-    lib.each(&mut |t, d, v| {
-        if t.id == seed.id {
-            return;
-        }
-        let dist = trackmill_similarity::distance(v, &sv);
-        if top.admits(dist, t.id) && exists(&t.path) {
-            let m = Meta::new(t, d);
-            let group = m.artist.as_deref().and_then(group_key);
-            top.push(dist, t.id, group, m);
-        }
-    })?;
-    let hits = top.into_sorted();
-    let tracks: Vec<Listed> = hits
-        .into_iter()
-        .map(|h| Listed {
-            extra: json!({"distance": h.distance}),
-            shown: h.distance,
-            meta: h.item,
-        })
-        .collect();
-    let playlist: Vec<&Meta> = tracks.iter().map(|l| &l.meta).collect();
-    finish(out, json!({"seed": seed.json()}), &tracks, &playlist)
-}
-
-fn path(from: &Path, to: &Path, steps: usize, out: &Output) -> CliResult {
-    let mut lib = Library::open(out)?;
-    let (a, _, av) = lib.seed(from)?;
-    let (b, _, bv) = lib.seed(to)?;
-    let mut pf: PathFinder<Meta> = PathFinder::new((a.id, &av), (b.id, &bv), steps, steps + 8);
-    lib.each(&mut |t, d, v| {
-        pf.offer(t.id, v, || exists(&t.path).then(|| Meta::new(t, d)));
-    })?;
-    let start = trackmill_similarity::distance(&av, &bv);
-    let tracks: Vec<Listed> = pf
-        .finish()
-        .into_iter()
-        .map(|s| {
-            let extra = json!({"distance_to_destination": s.to_destination,
-                               "distance_to_line": s.off_line});
-            Listed {
-                meta: s.item,
-                shown: s.to_destination,
-                extra,
-            }
-        })
-        .collect();
-    let mut playlist = vec![&a];
-    playlist.extend(tracks.iter().map(|l| &l.meta));
-    playlist.push(&b);
-    let head = json!({"from": a.json(), "to": b.json(), "distance": start});
-    finish(out, head, &tracks, &playlist)
-}
-
-fn mix(seeds: &[PathBuf], length: usize, harmonic: bool, out: &Output) -> CliResult {
-    let mut lib = Library::open(out)?;
-    let mut metas = Vec::new();
-    let mut infos = Vec::new();
-    for s in seeds {
-        let (m, t, v) = lib.seed(s)?;
-        infos.push((m.mix_info(&t), v));
-        metas.push(m);
-    }
-    let opts = MixOptions {
-        length,
-        harmonic,
-        ..MixOptions::default()
+        } => (
+            query::mix(&mut open(&out)?, &seeds, length, harmonic, &none)?,
+            out,
+        ),
     };
-    let mut mb: MixBuilder<Meta> = MixBuilder::new(infos, opts);
-    lib.each(&mut |t, d, v| {
-        let m = Meta::new(t, d);
-        let info = m.mix_info(t);
-        mb.offer(info, v, || exists(&t.path).then_some(m));
-    })?;
-    let tracks: Vec<Listed> = mb
-        .finish()
-        .into_iter()
-        .map(|e| Listed {
-            extra: json!({"seed_distance": e.seed_distance}),
-            shown: e.seed_distance,
-            meta: e.item,
-        })
-        .collect();
-    let mut playlist: Vec<&Meta> = metas.iter().collect();
-    playlist.extend(tracks.iter().map(|l| &l.meta));
-    let head =
-        json!({"seeds": metas.iter().map(Meta::json).collect::<Vec<_>>(), "harmonic": harmonic});
-    finish(out, head, &tracks, &playlist)
+    finish(&out, &answer)
 }
 
-/// Prints the result (JSON: `head` plus `tracks`) and writes the playlist.
-fn finish(out: &Output, mut head: Value, tracks: &[Listed], playlist: &[&Meta]) -> CliResult {
+/// Prints the answer (JSON or a table) and writes the playlist.
+fn finish(out: &Output, answer: &Answer) -> CliResult {
     if out.json {
-        let list: Vec<Value> = tracks
-            .iter()
-            .map(|l| {
-                let mut v = l.meta.json();
-                if let (Some(o), Some(e)) = (v.as_object_mut(), l.extra.as_object()) {
-                    o.extend(e.clone());
-                }
-                v
-            })
-            .collect();
-        head["tracks"] = Value::Array(list);
-        println!("{head}");
+        println!("{}", answer.json());
     } else {
-        for (i, l) in tracks.iter().enumerate() {
-            println!("{:>3}  {:>7.3}  {}", i + 1, l.shown, l.meta.line());
-        }
+        print!("{}", answer.table());
     }
     if let Some(dest) = &out.m3u {
         let base = match &out.relative_to {
@@ -412,7 +143,7 @@ fn finish(out: &Output, mut head: Value, tracks: &[Listed], playlist: &[&Meta]) 
             },
             None => None,
         };
-        let entries: Vec<m3u::Entry> = playlist.iter().map(|m| m.entry()).collect();
+        let entries = answer.entries();
         match m3u::write(dest, &entries, base.as_deref()) {
             Ok(r) => {
                 if r.non_utf8 > 0 {

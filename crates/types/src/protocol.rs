@@ -15,6 +15,8 @@ pub const PROTOCOL_VERSION: u32 = 4;
 pub enum Role {
     Worker,
     DbWriter,
+    /// The HTTP API server of `serve`.
+    Api,
 }
 
 /// First frame a child sends.
@@ -352,6 +354,7 @@ pub struct ServiceStatus {
     pub degraded: bool,
     /// Time from dispatch to a worker's answer, per file answered.
     pub analysis_seconds: Histogram,
+    pub api: ApiStatus,
 }
 
 /// A histogram with fixed upper bounds; `counts` has one more entry than `bounds` (above the last).
@@ -405,6 +408,36 @@ pub struct WorkerStatus {
     pub restarts: u64,
     /// How the slot's previous process ended (`killed`, `crash`, …), if one did.
     pub last_exit: Option<String>,
+}
+
+// ---------------------------------------------------------------- supervisor ↔ API server
+
+/// From the supervisor to the API server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToApi {
+    /// The Prometheus text the API serves at `/metrics` from now on. The next one is sent only
+    /// after [`FromApi::MetricsTaken`], so at most one waits in the channel.
+    Metrics { text: String },
+}
+
+/// From the API server to the supervisor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromApi {
+    Hello(Hello),
+    /// The last [`ToApi::Metrics`] is what `/metrics` now serves.
+    MetricsTaken,
+}
+
+/// The API server's process, in the service's status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiStatus {
+    /// The listening address (empty when `api.addr` is off).
+    pub addr: String,
+    /// 0 while no server runs.
+    pub pid: u32,
+    pub ready: bool,
+    /// Restarts after its first start.
+    pub restarts: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

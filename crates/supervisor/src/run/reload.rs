@@ -33,6 +33,9 @@ impl Supervisor {
         if old.service.metrics_addr != self.cfg.service.metrics_addr {
             restart_needed.push("service.metrics_addr");
         }
+        if old.api != self.cfg.api {
+            restart_needed.push("api");
+        }
         if old.memory.high != self.cfg.memory.high
             || old.memory.critical != self.cfg.memory.critical
         {
@@ -42,6 +45,7 @@ impl Supervisor {
         self.cfg.analysis = old.analysis.clone();
         self.cfg.service.control_socket = old.service.control_socket.clone();
         self.cfg.service.metrics_addr = old.service.metrics_addr.clone();
+        self.cfg.api = old.api.clone();
         self.cfg.memory.high = old.memory.high;
         self.cfg.memory.critical = old.memory.critical;
         if !restart_needed.is_empty() {

@@ -61,6 +61,11 @@ impl Supervisor {
             },
             degraded: self.pool.degraded(),
             analysis_seconds: self.analysis_time.clone(),
+            api: self
+                .api
+                .as_ref()
+                .map(crate::api::ApiClient::status)
+                .unwrap_or_default(),
         }
     }
 }
