@@ -205,13 +205,7 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     fn client() -> ApiClient {
-        let spec = ChildSpec {
-            exe: "/bin/true".into(),
-            args: Vec::new(),
-            env: Vec::new(),
-            address_space_limit: 0,
-            data_limit: 0,
-        };
+        let spec = ChildSpec::plain("/bin/true", &[]);
         ApiClient::new(spec, bind("127.0.0.1:0").unwrap())
     }
 

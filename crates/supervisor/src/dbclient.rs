@@ -468,13 +468,7 @@ mod tests {
     use trackmill_types::{CleanText, Hello, PathBytes};
 
     fn client() -> DbClient {
-        let spec = ChildSpec {
-            exe: "/bin/true".into(),
-            args: Vec::new(),
-            env: Vec::new(),
-            address_space_limit: 0,
-            data_limit: 0,
-        };
+        let spec = ChildSpec::plain("/bin/true", &[]);
         DbClient::new(spec)
     }
 

@@ -130,6 +130,18 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
+    /// `exe ARGS…` with no extra variables and no cap (tests of what handles a child).
+    #[cfg(test)]
+    pub(crate) fn plain(exe: &str, args: &[&str]) -> ChildSpec {
+        ChildSpec {
+            exe: exe.into(),
+            args: args.iter().map(|a| (*a).into()).collect(),
+            env: Vec::new(),
+            address_space_limit: 0,
+            data_limit: 0,
+        }
+    }
+
     /// A worker: capped with RLIMIT_AS, or in GPU mode with RLIMIT_DATA (CUDA maps tens of GB of
     /// address space at init, which RLIMIT_AS would refuse). The one place that decides the cap.
     pub fn worker(

@@ -86,7 +86,7 @@ pub(crate) mod de {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{decode, encode, MAX_FRAME};
+    use crate::frame::{decode, encode, varint, MAX_FRAME};
     use crate::{
         Attempt, CleanText, Embedding, Failure, FailureClass, FileKey, FileStats, FromWorker,
         Outcome, PathBytes, Record, RecordOutcome, Stage, ToDb, TrackAnalysis,
@@ -120,19 +120,6 @@ mod tests {
         let mut a = TrackAnalysis::default();
         a.tags.title = Some(CleanText::new(MARK));
         split_after_mark(a)
-    }
-
-    fn varint(mut v: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return out;
-            }
-            out.push(b | 0x80);
-        }
     }
 
     /// A reply with `count` empty artists (one zero byte each).

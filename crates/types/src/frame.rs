@@ -51,6 +51,21 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     Ok(buf)
 }
 
+/// The codec's encoding of a length (LEB128, as it prefixes every list and string): for building
+/// frames by hand in tests and in the fault engine's lies.
+pub fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
 /// Length of `msg`'s payload when encoded, computed without encoding it into a buffer.
 pub fn encoded_len<T: Serialize + ?Sized>(msg: &T) -> Result<usize, FrameError> {
     Ok(postcard::serialize_with_flavor(

@@ -39,7 +39,7 @@ use trackmill_types::bounded::{
     MAX_EMBEDDINGS, MAX_EMBEDDING_VALUES, MAX_MODELS, MAX_NOTES, MAX_TAG_LIST,
 };
 use trackmill_types::clean::MAX_DECODED_BYTES;
-use trackmill_types::frame::{encode, MAX_FRAME};
+use trackmill_types::frame::{encode, varint, MAX_FRAME};
 use trackmill_types::{
     CleanText, Embedding, Failure, FailureClass, FileStats, FromWorker, Outcome, Stage,
     TrackAnalysis,
@@ -239,20 +239,6 @@ fn framed(mut payload: Vec<u8>) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_le_bytes().to_vec();
     out.append(&mut payload);
     out
-}
-
-/// Postcard's length prefix: LEB128.
-fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return out;
-        }
-        out.push(b | 0x80);
-    }
 }
 
 /// The payload of a reply to `job_id` whose title is a mark, cut where the artists' list (empty,
