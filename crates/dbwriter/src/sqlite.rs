@@ -74,7 +74,12 @@ fn read(v: ValueRef<'_>) -> Val {
         ValueRef::Null => Val::Null,
         ValueRef::Integer(i) => Val::I64(i),
         ValueRef::Real(f) => Val::F64(f),
-        ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+        // Valid UTF-8 (all text trackmill writes) is checked at full speed and copied; only
+        // text written by something else pays for the lossy conversion.
+        ValueRef::Text(t) => Val::Text(match std::str::from_utf8(t) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(t).into_owned(),
+        }),
         ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
     }
 }
