@@ -508,6 +508,11 @@ fn files_that_vanish_are_marked_missing_restored_when_back_and_pruned() {
         tone(&album.join(format!("t{i}.flac")), 300 + 70 * i, 3);
     }
     tone(&other.join("u.flac"), 900, 3);
+    // A disk mounted inside the root (`nas`), and an album folder.
+    std::fs::create_dir_all(album.join("nas/x")).unwrap();
+    tone(&album.join("nas/x/n.flac"), 1100, 3);
+    std::fs::create_dir(album.join("gone-album")).unwrap();
+    tone(&album.join("gone-album/g.flac"), 1300, 3);
     let (album, other) = (album.canonicalize().unwrap(), other.canonicalize().unwrap());
     let config = tmp.path().join("dsp.toml");
     std::fs::write(&config, "[analysis]\nmodels = []\n").unwrap();
@@ -526,18 +531,25 @@ fn files_that_vanish_are_marked_missing_restored_when_back_and_pruned() {
         (s, err)
     };
     let (s, _) = pass();
-    assert_eq!(n(&s, "analyzed"), 5, "{s:#}");
+    assert_eq!(n(&s, "analyzed"), 7, "{s:#}");
     assert_eq!(n(&s, "missing"), 0, "{s:#}");
 
-    // One file moved away; the other root emptied, as an unmounted disk leaves its mount point.
+    // One file moved away, an album folder moved away; the other root and the inner disk's
+    // mount point emptied, as an unmounted disk leaves them.
     let t1 = album.join("t1.flac");
+    let g = album.join("gone-album/g.flac");
     std::fs::rename(&t1, away.join("t1.flac")).unwrap();
+    std::fs::rename(album.join("gone-album"), away.join("gone-album")).unwrap();
     std::fs::rename(other.join("u.flac"), away.join("u.flac")).unwrap();
+    std::fs::rename(album.join("nas/x"), away.join("x")).unwrap();
     let (s, err) = pass();
-    assert_eq!(n(&s, "missing"), 1, "{s:#}\n{err}");
-    assert_eq!(n(&s, "missing_in_db"), 1, "{s:#}");
+    assert_eq!(n(&s, "missing"), 2, "t1 and g: {s:#}\n{err}");
+    assert_eq!(n(&s, "missing_in_db"), 2, "{s:#}");
     assert!(err.contains("an unmounted disk?"), "{err}");
-    assert!(err.contains("1 tracks found gone"), "{err}");
+    assert!(err.contains("2 tracks found gone"), "{err}");
+    assert!(stored(&db, &g)["missing_since"].as_i64().is_some());
+    let below_empty = stored(&db, &album.join("nas/x/n.flac"));
+    assert!(below_empty["missing_since"].is_null(), "{below_empty:#}");
     let row = stored(&db, &t1);
     assert_eq!(row["status"], "analyzed", "the analysis is kept: {row:#}");
     assert!(row["missing_since"].as_i64().is_some(), "{row:#}");
@@ -548,14 +560,14 @@ fn files_that_vanish_are_marked_missing_restored_when_back_and_pruned() {
         "{text}"
     );
     let counts = trackmill_dbwriter::counts(&trackmill_dbwriter::DbUrl::parse(&url).unwrap());
-    assert_eq!(counts.unwrap()["missing"], 1);
+    assert_eq!(counts.unwrap()["missing"], 2);
 
     // Back with the same size and time: unmarked, and not analysed again.
     std::fs::rename(away.join("t1.flac"), &t1).unwrap();
     let (s, _) = pass();
     assert_eq!(n(&s, "analyzed"), 0, "{s:#}");
     assert_eq!(n(&s, "skipped_unchanged"), 4, "{s:#}");
-    assert_eq!(n(&s, "missing_in_db"), 0, "{s:#}");
+    assert_eq!(n(&s, "missing_in_db"), 1, "g is still away: {s:#}");
     assert!(stored(&db, &t1)["missing_since"].is_null());
 
     // Gone for good: never returned by a query, then pruned.
@@ -582,11 +594,16 @@ fn files_that_vanish_are_marked_missing_restored_when_back_and_pruned() {
     let (code, text) = trackmill(&["prune", "--dry-run", "--db", &url]);
     assert_eq!(
         (code, text.trim()),
-        (Some(0), "1 missing tracks would be deleted")
+        (Some(0), "2 missing tracks would be deleted")
     );
+    // The album folder is back before the prune: it looks again, and keeps it.
+    std::fs::rename(away.join("gone-album"), album.join("gone-album")).unwrap();
     let (code, text) = trackmill(&["prune", "--db", &url]);
     assert_eq!((code, text.trim()), (Some(0), "1 missing tracks deleted"));
     assert!(stored(&db, &t1).is_null());
+    let kept = stored(&db, &g);
+    assert_eq!(kept["status"], "analyzed", "{kept:#}");
+    assert!(kept["missing_since"].is_null(), "{kept:#}");
     let (code, _) = trackmill(&["show", t1.to_str().unwrap(), "--db", &url]);
     assert_eq!(code, Some(5), "nothing stored any more");
     let (_, text) = trackmill(&["prune", "--db", &url]);

@@ -144,7 +144,8 @@ fn held_elsewhere(
 
 /// The checkpoint for `files`: `Done`, `Busy` (another live run holds it) or `Todo`. With
 /// `lease`, every `Todo` file is leased to `run_id` (taken over when its lease expired or its run
-/// ended); without, nothing is written.
+/// ended); without, no lease is written. Either way a file found here that was marked missing is
+/// unmarked: the scanner just saw it.
 pub(crate) fn check(
     conn: &mut dyn Conn,
     run_id: i64,

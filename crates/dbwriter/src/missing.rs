@@ -59,50 +59,117 @@ pub(crate) fn id_range(conn: &mut dyn Conn) -> Result<Option<(i64, i64)>, DbErro
     Ok(row.and_then(|r| Some((r[0].i64()?, r[1].i64()?))))
 }
 
-/// True when the file at `path` is gone for certain: it, or a directory on its way, does not
-/// exist. Any other error (permissions, I/O) says nothing about it.
-fn gone(path: &[u8]) -> bool {
-    match std::fs::metadata(std::ffi::OsStr::from_bytes(path)) {
-        Ok(_) => false,
-        Err(e) => matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory),
+/// Answers "is this file gone for certain?", remembering what it learnt of each directory.
+///
+/// A file is gone when it, or a directory on its way, does not exist, and the nearest ancestor
+/// that does exist is a directory with entries: an unmounted disk leaves an empty mount point, so
+/// the files below one (a disk mounted inside a root, an automounter that failed, a link to such
+/// a mount) are not gone, only out of reach. Any other error (permissions, I/O) says nothing.
+#[derive(Default)]
+pub(crate) struct Gone {
+    /// Directory → its state (see [`Gone::dir_state`]), for the ancestors already looked at.
+    dirs: std::collections::HashMap<std::path::PathBuf, Option<bool>>,
+}
+
+impl Gone {
+    pub(crate) fn check(&mut self, path: &[u8]) -> bool {
+        let path = Path::new(std::ffi::OsStr::from_bytes(path));
+        match std::fs::metadata(path) {
+            Ok(_) => return false,
+            Err(e) if !not_there(&e) => return false,
+            Err(_) => {}
+        }
+        for dir in path.ancestors().skip(1) {
+            if let Some(has_entries) = self.dir_state(dir) {
+                return has_entries;
+            }
+        }
+        false
+    }
+
+    /// `None`: `dir` does not exist; `Some(true)`: a directory with entries (or a file where a
+    /// directory was: the path cannot come back as it was); `Some(false)`: an empty directory,
+    /// or one that cannot be read.
+    fn dir_state(&mut self, dir: &Path) -> Option<bool> {
+        if let Some(v) = self.dirs.get(dir) {
+            return *v;
+        }
+        let v = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                Some(std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()))
+            }
+            Ok(_) => Some(true),
+            Err(e) if not_there(&e) => None,
+            Err(_) => Some(false),
+        };
+        self.dirs.insert(dir.to_path_buf(), v);
+        v
     }
 }
 
-/// Marks the gone files among the unmarked tracks with ids in `(start, end]` under `prefixes`;
-/// returns how many.
-pub(crate) fn sweep_window(
+fn not_there(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+/// The tracks with ids in `(start, end]`, marked missing or not: (id, path).
+pub(crate) fn window(
     conn: &mut dyn Conn,
-    prefixes: &[Vec<u8>],
     start: i64,
     end: i64,
-    now: i64,
-) -> Result<u64, DbError> {
+    marked: bool,
+) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
     let rows = conn.query(
-        "SELECT id, path FROM tracks WHERE id > $1 AND id <= $2 AND missing_since IS NULL",
+        &format!(
+            "SELECT id, path FROM tracks WHERE id > $1 AND id <= $2 AND missing_since IS {}NULL",
+            if marked { "NOT " } else { "" }
+        ),
         &[Val::I64(start), Val::I64(end)],
     )?;
-    let mut marked = 0;
-    for r in rows {
-        let (Some(id), Some(path)) = (r[0].i64(), r[1].bytes()) else {
-            continue;
-        };
-        if prefixes.iter().any(|p| path.starts_with(p)) && gone(path) {
-            marked += conn.exec(
-                "UPDATE tracks SET missing_since = $1 WHERE id = $2",
-                &[Val::I64(now), Val::I64(id)],
-            )?;
-        }
-    }
-    Ok(marked)
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r[0].i64()?, r[1].bytes()?.to_vec())))
+        .collect())
 }
 
-/// Deletes every missing track (their features, artists and embeddings go with them; their
-/// attempts stay, detached); returns how many. With `dry_run`, only counts them.
-pub(crate) fn prune(conn: &mut dyn Conn, dry_run: bool) -> Result<u64, DbError> {
-    if dry_run {
-        return count(conn);
+/// Marks the tracks `ids` missing (those not marked meanwhile); returns how many.
+pub(crate) fn mark(conn: &mut dyn Conn, ids: &[i64], now: i64) -> Result<u64, DbError> {
+    let mut n = 0;
+    for id in ids {
+        n += conn.exec(
+            "UPDATE tracks SET missing_since = $1 WHERE id = $2 AND missing_since IS NULL",
+            &[Val::I64(now), Val::I64(*id)],
+        )?;
     }
-    conn.exec("DELETE FROM tracks WHERE missing_since IS NOT NULL", &[])
+    Ok(n)
+}
+
+/// Deletes the missing tracks whose files are still gone (their features, artists and embeddings
+/// go with them; their attempts stay, detached) and unmarks those that are back, one window of
+/// row ids at a time; returns how many are (with `dry_run`: would be) deleted.
+pub(crate) fn prune(conn: &mut dyn Conn, dry_run: bool) -> Result<u64, DbError> {
+    let Some((first, last)) = id_range(conn)? else {
+        return Ok(0);
+    };
+    let mut gone = Gone::default();
+    let mut deleted = 0;
+    let mut start = first - 1;
+    while start < last {
+        let end = start.saturating_add(WINDOW);
+        for (id, path) in window(conn, start, end, true)? {
+            let still_gone = gone.check(&path);
+            if !dry_run {
+                let sql = if still_gone {
+                    "DELETE FROM tracks WHERE id = $1"
+                } else {
+                    "UPDATE tracks SET missing_since = NULL WHERE id = $1"
+                };
+                conn.exec(sql, &[Val::I64(id)])?;
+            }
+            deleted += u64::from(still_gone);
+        }
+        start = end;
+    }
+    Ok(deleted)
 }
 
 /// Tracks marked missing.

@@ -147,12 +147,12 @@ impl TrackReader {
         Ok(())
     }
 
-    /// The analysed track stored for `path`; `None` when there is none (unknown path, or a
-    /// failed file).
+    /// The analysed track stored for `path`; `None` when there is none (unknown path, a failed
+    /// file, or one marked missing).
     pub fn track(&mut self, path: &[u8]) -> Result<Option<StoredTrack>, DbError> {
         let sql = format!(
             "SELECT {COLS} FROM tracks t JOIN features f ON f.track_id = t.id \
-             WHERE t.path = $1 AND t.status = 'analyzed'"
+             WHERE t.path = $1 AND t.status = 'analyzed' AND t.missing_since IS NULL"
         );
         let Some(row) = self.conn.query_one(&sql, &[Val::Bytes(path.to_vec())])? else {
             return Ok(None);

@@ -214,8 +214,10 @@ impl Writer {
         }
     }
 
-    /// Marks the gone files under `roots`, one window of row ids per transaction (so a large
-    /// library never holds one long transaction); returns (newly marked, missing in all).
+    /// Marks the gone files under `roots` (see [`missing::Gone`]), one window of row ids at a
+    /// time: the window is read in one short transaction, its files are looked at outside any,
+    /// and the gone ones are marked in another, so no lock is held while the file system
+    /// answers; returns (newly marked, missing in all).
     fn sweep(&mut self, roots: &[trackmill_types::PathBytes]) -> Result<(u64, u64), DbError> {
         let prefixes = missing::prefixes(roots);
         let mut marked = 0;
@@ -223,11 +225,20 @@ impl Writer {
             (prefixes.is_empty(), self.retry(&mut missing::id_range)?)
         {
             let now = local_now_ms();
+            let mut gone = missing::Gone::default();
             let mut start = first - 1;
             while start < last {
                 let end = start.saturating_add(missing::WINDOW);
-                marked +=
-                    self.retry(&mut |c| missing::sweep_window(c, &prefixes, start, end, now))?;
+                let rows = self.retry(&mut |c| missing::window(c, start, end, false))?;
+                let ids: Vec<i64> = rows
+                    .iter()
+                    .filter(|(_, p)| prefixes.iter().any(|pre| p.starts_with(pre)))
+                    .filter(|(_, p)| gone.check(p))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !ids.is_empty() {
+                    marked += self.retry(&mut |c| missing::mark(c, &ids, now))?;
+                }
                 start = end;
             }
         }
@@ -288,7 +299,12 @@ impl Writer {
             }
             ToDb::SweepMissing { query, roots } => {
                 self.commit()?;
-                let (marked, missing) = self.sweep(&roots)?;
+                // Best effort: a sweep the database refuses must not end the writer (it would be
+                // restarted and sent the same sweep, forever).
+                let (marked, missing) = self.sweep(&roots).unwrap_or_else(|e| {
+                    tracing::error!("sweep for missing files failed, nothing marked: {e}");
+                    (0, 0)
+                });
                 self.send(&FromDb::Swept {
                     query,
                     marked,

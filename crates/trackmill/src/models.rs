@@ -66,9 +66,17 @@ pub fn similarity_space(cfg: &Config, config_file: Option<&Path>) -> trackmill_s
             }
         };
         for e in &manifest.embeddings {
+            let name = format!("{}/{}", manifest.name, e.name);
+            if embeddings
+                .iter()
+                .any(|x: &trackmill_similarity::EmbeddingInput| x.name == name)
+            {
+                // The same model listed twice (or two manifests of one name) counts once.
+                continue;
+            }
             if let Some(sim) = &e.similarity {
                 embeddings.push(trackmill_similarity::EmbeddingInput {
-                    name: format!("{}/{}", manifest.name, e.name),
+                    name,
                     dims: sim.dims,
                     weight: sim.weight,
                 });

@@ -102,6 +102,9 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
                             }
                             continue;
                         }
+                        Some(faults::Injected::Answer(outcome)) => {
+                            (outcome, StageTimes::default(), 0.0)
+                        }
                         Some(faults::Injected::Fail(f)) => {
                             model_failed = true;
                             (Outcome::Failed(f), StageTimes::default(), 0.0)
