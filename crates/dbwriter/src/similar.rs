@@ -76,7 +76,9 @@ impl TrackReader {
         })
     }
 
-    /// Opens the database read-only (see [`crate::open_read_only`]); the schema must be there.
+    /// Opens the database read-only, for the API server: no migrations (the DB writer applies
+    /// them), SQLite opened read-only, PostgreSQL transactions read-only by default; the schema
+    /// must be there.
     pub fn open_read_only(url: &DbUrl, models: &[&str]) -> Result<Self, DbError> {
         Ok(TrackReader {
             conn: open_read_only(url).map_err(|e| annotate(url, e))?,
