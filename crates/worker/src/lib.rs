@@ -57,6 +57,54 @@ fn tune_allocator() {
     }
 }
 
+/// What one file gave: the parts of the reply, and whether a model failed on it.
+struct Worked {
+    outcome: Outcome,
+    stages: StageTimes,
+    audio_s: f64,
+    size: u64,
+    model_failed: bool,
+}
+
+/// A file's analysis, or (fault injection) a lie to send instead of its reply.
+enum Work {
+    Done(Worked),
+    Lie(faults::Lie),
+}
+
+/// Opens the job's file once (its tags, audio and size all come from this descriptor) and
+/// analyses it, unless the fault engine (`faults`) says otherwise.
+fn work(engine: &mut Engine, path: &std::path::Path, follow_symlinks: bool, faults: bool) -> Work {
+    let unanalysed = |outcome, size, model_failed| {
+        Work::Done(Worked {
+            outcome,
+            stages: StageTimes::default(),
+            audio_s: 0.0,
+            size,
+            model_failed,
+        })
+    };
+    let (file, len) = match trackmill_analysis::open_input(path, follow_symlinks) {
+        Ok(opened) => opened,
+        Err(e) => return unanalysed(Outcome::Failed(e.to_failure()), 0, false),
+    };
+    match faults.then(|| faults::maybe_inject(&file)).flatten() {
+        Some(faults::Injected::Lie(lie)) => Work::Lie(lie),
+        Some(faults::Injected::Answer(outcome)) => unanalysed(outcome, len, false),
+        Some(faults::Injected::Fail(f)) => unanalysed(Outcome::Failed(f), len, true),
+        None => {
+            let (outcome, stages, audio_s) = engine.analyze(file, len);
+            Work::Done(Worked {
+                outcome,
+                stages,
+                audio_s,
+                size: len,
+                model_failed: false,
+            })
+        }
+    }
+}
+
 /// Runs the worker loop on `chan` and returns the process exit code.
 pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
     default_fatal_signals();
@@ -84,42 +132,22 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
         rss::reset_peak();
         let started = Instant::now();
         let path = job.path.to_path_buf();
-        // The file is opened once; its tags, audio and size all come from this descriptor.
-        let mut model_failed = false;
-        let (outcome, stages, audio_s, size) =
-            match trackmill_analysis::open_input(&path, cfg.follow_symlinks) {
-                Ok((file, len)) => {
-                    let injected = if faults {
-                        faults::maybe_inject(&file)
-                    } else {
-                        None
-                    };
-                    let (outcome, stages, audio_s) = match injected {
-                        Some(faults::Injected::Lie(lie)) => {
-                            if let Err(e) = faults::lie(lie, &mut chan, job.id) {
-                                tracing::error!("worker: could not send the lie: {e}");
-                                return EXIT_PROTOCOL;
-                            }
-                            continue;
-                        }
-                        Some(faults::Injected::Answer(outcome)) => {
-                            (outcome, StageTimes::default(), 0.0)
-                        }
-                        Some(faults::Injected::Fail(f)) => {
-                            model_failed = true;
-                            (Outcome::Failed(f), StageTimes::default(), 0.0)
-                        }
-                        None => engine.analyze(file, len),
-                    };
-                    (outcome, stages, audio_s, len)
+        let Worked {
+            outcome,
+            stages,
+            audio_s,
+            size,
+            model_failed,
+        } = match work(&mut engine, &path, cfg.follow_symlinks, faults) {
+            Work::Done(w) => w,
+            Work::Lie(lie) => {
+                if let Err(e) = faults::lie(lie, &mut chan, job.id) {
+                    tracing::error!("worker: could not send the lie: {e}");
+                    return EXIT_PROTOCOL;
                 }
-                Err(e) => (
-                    Outcome::Failed(e.to_failure()),
-                    StageTimes::default(),
-                    0.0,
-                    0,
-                ),
-            };
+                continue;
+            }
+        };
         let stats = FileStats {
             size,
             audio_s,
