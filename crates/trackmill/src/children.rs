@@ -80,6 +80,10 @@ pub fn spawn_spec(
 /// relative track paths are resolved against, and the similarity inputs the configured models
 /// declare (so the server needs no manifest).
 fn api_args(cfg: &Config, roots: &[PathBuf], config_file: Option<&Path>) -> Vec<OsString> {
+    if cfg.api.addr.is_empty() {
+        // No API server runs (a scan, or serve without `api.addr`): no manifest is read for it.
+        return Vec::new();
+    }
     let mut args: Vec<OsString> = vec![
         "api-child".into(),
         "--max-body".into(),
