@@ -11,6 +11,7 @@ mod query;
 mod runs;
 mod schema;
 mod similar;
+mod simstore;
 mod sqlite;
 mod store;
 mod tls;
@@ -20,7 +21,7 @@ mod writer;
 
 pub use error::{DbError, SqlKind};
 pub use schema::SCHEMA_VERSION;
-pub use similar::{StoredTrack, TrackReader};
+pub use similar::{SimilarityRow, TrackMeta, TrackReader};
 pub use url::{default_url, DbUrl, PgUrl};
 pub use writer::run;
 

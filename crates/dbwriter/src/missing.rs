@@ -158,6 +158,9 @@ pub(crate) fn prune(conn: &mut dyn Conn, dry_run: bool) -> Result<u64, DbError> 
         for (id, path) in window(conn, start, end, true)? {
             let still_gone = gone.check(&path);
             if !dry_run {
+                if still_gone {
+                    crate::simstore::forget(conn, &[id])?;
+                }
                 let sql = if still_gone {
                     "DELETE FROM tracks WHERE id = $1"
                 } else {

@@ -1,18 +1,18 @@
-//! Read side for the similarity queries: analysed tracks with what their similarity vector is
-//! built from (features, chosen embeddings, first artist, album, duration), one by path or all of
-//! them streamed in chunks of bounded size (keyset pagination on the row id), so a query's memory
-//! does not grow with the library, in both sinks.
+//! Read side for the similarity queries: the library statistics, the stored similarity rows of
+//! every analysed track streamed in windows of row ids (so a query holds one window, whatever the
+//! library size, in both sinks), and a track's path and tags, looked up only for the few tracks a
+//! query keeps.
 
-use crate::conn::{Conn, Dialect};
+use crate::conn::Conn;
+use crate::simstore::VERSION;
 use crate::val::Val;
 use crate::{annotate, open, open_read_only, DbError, DbUrl};
-use trackmill_types::analysis::{Embedding, Features, TrackAnalysis};
-use trackmill_types::CleanText;
+use trackmill_similarity::vector::STAT_DIMS;
+use trackmill_similarity::LibraryStats;
 
-/// One analysed track as the similarity queries read it. `analysis` holds the stored features
-/// and the requested embeddings only (tags and audio properties are the fields beside it).
+/// What is shown and written for a track: its path and tags.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct StoredTrack {
+pub struct TrackMeta {
     pub id: i64,
     /// The path as stored (bytes).
     pub path: Vec<u8>,
@@ -22,252 +22,195 @@ pub struct StoredTrack {
     pub album: Option<String>,
     pub album_artist: Option<String>,
     pub duration_s: Option<f64>,
-    pub analysis: TrackAnalysis,
+}
+
+/// One stored similarity row (`trackmill_similarity::StoredView::parse` reads it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimilarityRow {
+    pub id: i64,
+    pub data: Vec<u8>,
 }
 
 /// A read connection for similarity queries.
 pub struct TrackReader {
     conn: Box<dyn Conn>,
-    models: Vec<String>,
-}
-
-/// The columns of a [`StoredTrack`] row. The features come as text in both sinks: PostgreSQL
-/// would otherwise hand its `jsonb` over as a JSON tree, built and then converted again for every
-/// row (half of a query's CPU at 100,000 tracks).
-fn cols(d: Dialect) -> String {
-    let data = match d {
-        Dialect::Postgres => "f.data::text",
-        Dialect::Sqlite => "f.data",
-    };
-    format!("t.id, t.path, t.title, t.album, t.album_artist, COALESCE(t.duration_s, t.decoded_s), {data}")
 }
 
 fn opt_text(v: &Val) -> Option<String> {
     v.str().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
-fn features(v: &Val) -> Option<Features> {
-    match v {
-        Val::Text(s) => serde_json::from_str(s).ok(),
-        Val::Json(j) => serde_json::from_value(j.clone()).ok(),
-        _ => None,
-    }
-}
-
-fn track(row: &[Val]) -> StoredTrack {
-    StoredTrack {
-        id: row[0].i64().unwrap_or(0),
-        path: row[1].bytes().unwrap_or_default().to_vec(),
-        title: opt_text(&row[2]),
-        album: opt_text(&row[3]),
-        album_artist: opt_text(&row[4]),
-        duration_s: match row[5] {
-            Val::F64(f) => Some(f),
-            Val::I64(i) => Some(i as f64),
-            _ => None,
-        },
-        artist: None,
-        analysis: TrackAnalysis {
-            features: features(&row[6]),
-            ..TrackAnalysis::default()
-        },
-    }
+fn count_of(row: Option<Vec<Val>>) -> u64 {
+    row.and_then(|r| r.first().and_then(Val::i64))
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0))
 }
 
 impl TrackReader {
-    /// Opens the database (applying migrations, as every reader does); `models` names the
-    /// embeddings to read with each track (others are not fetched).
-    pub fn open(url: &DbUrl, models: &[&str]) -> Result<Self, DbError> {
+    /// Opens the database, applying migrations as every reader does.
+    pub fn open(url: &DbUrl) -> Result<Self, DbError> {
         Ok(TrackReader {
             conn: open(url).map_err(|e| annotate(url, e))?,
-            models: models.iter().map(|m| (*m).to_owned()).collect(),
         })
     }
 
     /// Opens the database read-only, for the API server: no migrations (the DB writer applies
-    /// them), SQLite opened read-only, PostgreSQL transactions read-only by default; the schema
-    /// must be there.
-    pub fn open_read_only(url: &DbUrl, models: &[&str]) -> Result<Self, DbError> {
-        Ok(TrackReader {
-            conn: open_read_only(url).map_err(|e| annotate(url, e))?,
-            models: models.iter().map(|m| (*m).to_owned()).collect(),
-        })
-    }
-
-    /// Fills artists and embeddings of tracks whose ids lie in `lo..=hi` (and are multiples of
-    /// `stride`).
-    fn complete(
-        &mut self,
-        tracks: &mut [StoredTrack],
-        lo: i64,
-        hi: i64,
-        stride: i64,
-    ) -> Result<(), DbError> {
-        if tracks.is_empty() {
-            return Ok(());
+    /// them), SQLite opened read-only, PostgreSQL transactions read-only by default. A schema
+    /// older than [`crate::SCHEMA_VERSION`] is refused with a clear error (the service's DB
+    /// writer migrates it when it starts).
+    pub fn open_read_only(url: &DbUrl) -> Result<Self, DbError> {
+        let mut conn = open_read_only(url).map_err(|e| annotate(url, e))?;
+        let version = conn
+            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+            .ok()
+            .flatten()
+            .and_then(|r| r.first().and_then(Val::i64))
+            .unwrap_or(0);
+        if version < crate::SCHEMA_VERSION {
+            return Err(DbError::Schema(format!(
+                "the database's schema is version {version}, this trackmill reads version {}: \
+                 a scan or the service's DB writer migrates it",
+                crate::SCHEMA_VERSION
+            )));
         }
-        let mut range = vec![Val::I64(lo), Val::I64(hi)];
-        if stride > 1 {
-            range.push(Val::I64(stride));
-        }
-        let artists = self.conn.query(
-            &format!(
-                "SELECT ta.track_id, a.name FROM track_artists ta \
-                 JOIN artists a ON a.id = ta.artist_id \
-                 WHERE ta.position = 0 AND ta.track_id >= $1 AND ta.track_id <= $2{}",
-                sample_filter("ta.track_id", stride, 3)
-            ),
-            &range,
-        )?;
-        let first = range.len() + 1;
-        let mut params = range;
-        let marks: Vec<String> = (0..self.models.len())
-            .map(|i| format!("${}", i + first))
-            .collect();
-        params.extend(self.models.iter().map(|m| Val::Text(m.clone())));
-        let emb = if self.models.is_empty() {
-            Vec::new()
-        } else {
-            self.conn.query(
-                &format!(
-                    "SELECT track_id, model, vector FROM embeddings \
-                     WHERE track_id >= $1 AND track_id <= $2{} AND model IN ({})",
-                    sample_filter("track_id", stride, 3),
-                    marks.join(", ")
-                ),
-                &params,
-            )?
-        };
-        let index = |tracks: &[StoredTrack], id: Option<i64>| {
-            id.and_then(|id| tracks.binary_search_by_key(&id, |t| t.id).ok())
-        };
-        for r in artists {
-            if let Some(i) = index(tracks, r[0].i64()) {
-                tracks[i].artist = opt_text(&r[1]);
-            }
-        }
-        for r in emb {
-            if let Some(i) = index(tracks, r[0].i64()) {
-                tracks[i].analysis.embeddings.push(Embedding {
-                    model: CleanText::new(r[1].str().unwrap_or_default()),
-                    values: r[2].f32s().unwrap_or_default(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The analysed track stored for `path`; `None` when there is none (unknown path, a failed
-    /// file, or one marked missing).
-    pub fn track(&mut self, path: &[u8]) -> Result<Option<StoredTrack>, DbError> {
-        let sql = format!(
-            "SELECT {} FROM tracks t JOIN features f ON f.track_id = t.id \
-             WHERE t.path = $1 AND t.status = 'analyzed' AND t.missing_since IS NULL",
-            cols(self.conn.dialect())
-        );
-        let Some(row) = self.conn.query_one(&sql, &[Val::Bytes(path.to_vec())])? else {
-            return Ok(None);
-        };
-        let mut t = [track(&row)];
-        let id = t[0].id;
-        self.complete(&mut t, id, id, 1)?;
-        let [t] = t;
-        Ok(Some(t))
+        Ok(TrackReader { conn })
     }
 
     /// Number of analysed tracks (those whose files are missing left out).
     pub fn count(&mut self) -> Result<u64, DbError> {
-        let row = self.conn.query_one(
+        Ok(count_of(self.conn.query_one(
             "SELECT COUNT(*) FROM tracks WHERE status = 'analyzed' AND missing_since IS NULL",
             &[],
+        )?))
+    }
+
+    /// The library statistics of every stored track (those marked missing included: they are
+    /// still part of the library until pruned).
+    pub fn stats(&mut self) -> Result<LibraryStats, DbError> {
+        let rows = self.conn.query(
+            "SELECT dim, n, total, total_sq FROM similarity_stats WHERE version = $1",
+            &[Val::I64(VERSION)],
         )?;
-        Ok(row
-            .and_then(|r| r.first().and_then(Val::i64))
-            .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
-    }
-
-    /// Streams every analysed track whose file is not missing, in id order, `chunk` rows at a time (at least 1): at most
-    /// one chunk is held. Returns the number of tracks seen.
-    pub fn for_each(
-        &mut self,
-        chunk: usize,
-        f: &mut dyn FnMut(&StoredTrack),
-    ) -> Result<u64, DbError> {
-        self.for_each_every(chunk, 1, f)
-    }
-
-    /// As [`Self::for_each`], but only the tracks whose row id is a multiple of `stride`: an
-    /// evenly spread sample of about one in `stride` (1 reads every track).
-    pub fn for_each_every(
-        &mut self,
-        chunk: usize,
-        stride: u64,
-        f: &mut dyn FnMut(&StoredTrack),
-    ) -> Result<u64, DbError> {
-        let chunk = i64::try_from(chunk.max(1)).unwrap_or(i64::MAX);
-        let stride = i64::try_from(stride.max(1)).unwrap_or(i64::MAX);
-        let bounds = self
-            .conn
-            .query_one("SELECT MIN(id), MAX(id) FROM tracks", &[])?;
-        let (Some(first), Some(last)) = (
-            bounds.as_ref().and_then(|r| r[0].i64()),
-            bounds.as_ref().and_then(|r| r[1].i64()),
-        ) else {
-            return Ok(0);
+        let (mut n, mut sum, mut sum_sq) = ([0u64; STAT_DIMS], [0f64; STAT_DIMS], [0f64; STAT_DIMS]);
+        let real = |v: &Val| match v {
+            Val::F64(f) => *f,
+            Val::I64(i) => *i as f64,
+            _ => 0.0,
         };
-        // Windows of row ids, not `id > last ORDER BY id LIMIT n`: a window holds at most
-        // `chunk` rows (ids are unique), and a range on the primary key is planned well even
-        // when the planner's statistics are stale (PostgreSQL right after a bulk load would
-        // otherwise sort every remaining row per chunk). The status is filtered here, not in
-        // SQL, for the same reason: an index on it would be scanned whole for every window.
-        let span = chunk.saturating_mul(stride);
-        let sql = format!(
-            "SELECT {}, t.status, t.missing_since FROM tracks t \
-             JOIN features f ON f.track_id = t.id \
-             WHERE t.id > $1 AND t.id <= $2{} ORDER BY t.id",
-            cols(self.conn.dialect()),
-            sample_filter("t.id", stride, 3)
-        );
-        let mut seen = 0u64;
-        let mut start = first.saturating_sub(1);
-        while start < last {
-            let end = start.saturating_add(span);
-            let mut params = vec![Val::I64(start), Val::I64(end)];
-            if stride > 1 {
-                params.push(Val::I64(stride));
+        for r in rows {
+            let Some(i) = r[0].i64().and_then(|i| usize::try_from(i).ok()) else {
+                continue;
+            };
+            if i < STAT_DIMS {
+                n[i] = r[1].i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                sum[i] = real(&r[2]);
+                sum_sq[i] = real(&r[3]);
             }
-            let rows = self.conn.query(&sql, &params)?;
-            let mut tracks: Vec<StoredTrack> = rows
-                .iter()
-                .filter(|r| listed(r))
-                .map(|r| track(r))
-                .collect();
-            drop(rows);
-            self.complete(&mut tracks, start + 1, end, stride)?;
-            for t in &tracks {
-                f(t);
-            }
-            seen += tracks.len() as u64;
-            start = end;
         }
-        Ok(seen)
+        Ok(LibraryStats::from_sums(&n, &sum, &sum_sq))
     }
-}
 
-/// True for a row (ending with status and `missing_since`) of an analysed track whose file was
-/// not found gone.
-fn listed(row: &[Val]) -> bool {
-    match row {
-        [.., status, missing] => status.str() == Some("analyzed") && missing.i64().is_none(),
-        _ => false,
+    /// First and last row id that has a stored similarity row; `None` for an empty library.
+    pub fn bounds(&mut self) -> Result<Option<(i64, i64)>, DbError> {
+        let row = self
+            .conn
+            .query_one("SELECT MIN(track_id), MAX(track_id) FROM similarity", &[])?;
+        Ok(match row.as_deref() {
+            Some([lo, hi, ..]) => lo.i64().zip(hi.i64()),
+            _ => None,
+        })
     }
-}
 
-/// ` AND <col> % $<n> = 0` when sampling, else nothing.
-fn sample_filter(col: &str, stride: i64, n: usize) -> String {
-    if stride > 1 {
-        format!(" AND {col} % ${n} = 0")
-    } else {
-        String::new()
+    /// The stored rows of the analysed tracks with `after < id <= upto`, in id order, leaving out
+    /// tracks marked missing. Two range reads: the narrow similarity table, and the index of
+    /// missing tracks (small), so no per-row lookup into the tracks table.
+    pub fn window(&mut self, after: i64, upto: i64) -> Result<Vec<SimilarityRow>, DbError> {
+        let range = vec![Val::I64(after), Val::I64(upto)];
+        let mut with_version = range.clone();
+        with_version.push(Val::I64(VERSION));
+        let [rows, missing]: [Vec<Vec<Val>>; 2] = self
+            .conn
+            .query_many(&[
+                (
+                    "SELECT track_id, data FROM similarity \
+                     WHERE track_id > $1 AND track_id <= $2 AND version = $3 ORDER BY track_id"
+                        .to_owned(),
+                    with_version,
+                ),
+                (
+                    "SELECT id FROM tracks \
+                     WHERE missing_since IS NOT NULL AND id > $1 AND id <= $2"
+                        .to_owned(),
+                    range,
+                ),
+            ])?
+            .try_into()
+            .map_err(|_| DbError::Schema("two answers expected".into()))?;
+        let missing: std::collections::HashSet<i64> =
+            missing.iter().filter_map(|r| r[0].i64()).collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let mut r = r.into_iter();
+                let id = r.next()?.i64()?;
+                let data = match r.next()? {
+                    Val::Bytes(b) => b,
+                    _ => return None,
+                };
+                (!missing.contains(&id)).then_some(SimilarityRow { id, data })
+            })
+            .collect())
+    }
+
+    /// The analysed track stored for `path` with its similarity row; `None` when there is none
+    /// (unknown path, a failed file, one marked missing, one without features).
+    pub fn seed(&mut self, path: &[u8]) -> Result<Option<(TrackMeta, Vec<u8>)>, DbError> {
+        let row = self.conn.query_one(
+            "SELECT t.id, s.data FROM tracks t JOIN similarity s ON s.track_id = t.id \
+             WHERE t.path = $1 AND t.status = 'analyzed' AND t.missing_since IS NULL \
+             AND s.version = $2",
+            &[Val::Bytes(path.to_vec()), Val::I64(VERSION)],
+        )?;
+        let Some((id, data)) = row.and_then(|r| Some((r[0].i64()?, r[1].bytes()?.to_vec()))) else {
+            return Ok(None);
+        };
+        Ok(self.meta(id)?.map(|m| (m, data)))
+    }
+
+    /// Path and tags of track `id`.
+    pub fn meta(&mut self, id: i64) -> Result<Option<TrackMeta>, DbError> {
+        let [track, artist]: [Vec<Vec<Val>>; 2] = self
+            .conn
+            .query_many(&[
+                (
+                    "SELECT t.id, t.path, t.title, t.album, t.album_artist, \
+                     COALESCE(t.duration_s, t.decoded_s) FROM tracks t WHERE t.id = $1"
+                        .to_owned(),
+                    vec![Val::I64(id)],
+                ),
+                (
+                    "SELECT a.name FROM track_artists ta JOIN artists a ON a.id = ta.artist_id \
+                     WHERE ta.track_id = $1 ORDER BY ta.position LIMIT 1"
+                        .to_owned(),
+                    vec![Val::I64(id)],
+                ),
+            ])?
+            .try_into()
+            .map_err(|_| DbError::Schema("two answers expected".into()))?;
+        let Some(row) = track.first() else {
+            return Ok(None);
+        };
+        Ok(Some(TrackMeta {
+            id,
+            path: row[1].bytes().unwrap_or_default().to_vec(),
+            title: opt_text(&row[2]),
+            album: opt_text(&row[3]),
+            album_artist: opt_text(&row[4]),
+            duration_s: match row[5] {
+                Val::F64(f) => Some(f),
+                Val::I64(i) => Some(i as f64),
+                _ => None,
+            },
+            artist: artist.first().and_then(|r| opt_text(&r[0])),
+        }))
     }
 }

@@ -3,6 +3,7 @@
 //! `store` failure that stands in for a record the database refused.
 
 use crate::conn::{Conn, Stmt};
+use crate::simstore;
 use crate::val::{opt, sha256, text, u64v, Val};
 use crate::{DbError, SqlKind};
 use trackmill_types::{
@@ -30,7 +31,7 @@ const MAX_PARAMS: usize = 30_000;
 
 /// Multi-row statements: `INSERT … VALUES (…), (…) {suffix}`, cut so no statement exceeds
 /// [`MAX_PARAMS`]. Plain SQL that both dialects accept.
-fn insert_rows(out: &mut Vec<Stmt>, head: &str, suffix: &str, rows: Vec<Vec<Val>>) {
+pub(crate) fn insert_rows(out: &mut Vec<Stmt>, head: &str, suffix: &str, rows: Vec<Vec<Val>>) {
     let Some(width) = rows.first().map(Vec::len) else {
         return;
     };
@@ -155,9 +156,17 @@ pub(crate) fn write_batch(
         ids.push(id);
     }
     let id_vals: Vec<Val> = ids.iter().map(|i| Val::I64(*i)).collect();
-    for table in ["track_artists", "features", "embeddings"] {
+    // The statistics lose what the replaced rows gave them and gain what the new ones give.
+    let mut delta = simstore::Delta::default();
+    for rows in conn.query_many(&simstore::select_rows(&id_vals))? {
+        for r in rows {
+            delta.apply(r[0].bytes().unwrap_or_default(), -1);
+        }
+    }
+    for table in ["track_artists", "features", "embeddings", "similarity"] {
         delete_in(&mut second, table, "track_id", &id_vals);
     }
+    let mut similarity = Vec::new();
     let mut track_artists = Vec::new();
     let mut features = Vec::new();
     let mut embeddings = Vec::new();
@@ -176,6 +185,10 @@ pub(crate) fn write_batch(
             }
             if let Some(f) = &a.features {
                 features.push(feature_row(track_id, f)?);
+            }
+            if let Some((row, data)) = simstore::row(track_id, a) {
+                delta.apply(&data, 1);
+                similarity.push(row);
             }
             let mut models = std::collections::HashSet::new();
             for e in a.embeddings.iter().rev() {
@@ -216,6 +229,13 @@ pub(crate) fn write_batch(
         "",
         embeddings,
     );
+    insert_rows(
+        &mut second,
+        "INSERT INTO similarity (track_id, version, data)",
+        "",
+        similarity,
+    );
+    second.extend(delta.statements());
     insert_rows(
         &mut second,
         "INSERT INTO attempts (path, path_sha, track_id, run_id, attempt, class, stage, message, \

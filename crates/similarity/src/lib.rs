@@ -19,9 +19,18 @@
 //! | mode | 1 | ±½: keeps relative major and minor slightly apart | 0.125 |
 //! | model embeddings | per input | each [`EmbeddingInput`] at unit length (zeros when a track lacks it); by default `basic-pitch/notes88` | 0.5 each |
 //!
-//! Z-scores use [`LibraryStats`]: per-dimension running mean and variance (Welford) that are
-//! updated one track at a time, skip unknown values and merge exactly, capped at ±5 standard
-//! deviations. Integrated loudness is left out on purpose: it measures mastering, not music.
+//! Z-scores use [`LibraryStats`]: per-dimension count, mean and variance, capped at ±5 standard
+//! deviations. They are kept with the library as per-dimension counts, sums and sums of squares
+//! that every store adds its track to (and takes the track's previous values from), so a query
+//! reads them in one small read ([`RunningStats::from_sums`]). Integrated loudness is left out on
+//! purpose: it measures mastering, not music.
+//!
+//! # Stored with the analysis
+//!
+//! The database keeps each analysed track's [`stored`] form (the values above before
+//! standardisation, the grouping keys, the model embeddings at unit length), written with its
+//! analysis and versioned by [`SIMILARITY_VERSION`]; a query builds vectors from it with
+//! [`Space::vector_stored`] without parsing the record.
 //!
 //! # Queries in bounded memory
 //!
@@ -34,6 +43,7 @@ pub mod mix;
 pub mod music;
 pub mod path;
 pub mod stats;
+pub mod stored;
 pub mod topk;
 pub mod vector;
 
@@ -41,6 +51,7 @@ pub use mix::{MixBuilder, MixEntry, MixInfo, MixOptions};
 pub use music::{keys_compatible, tempos_compatible, Key};
 pub use path::{PathFinder, Step};
 pub use stats::RunningStats;
+pub use stored::StoredView;
 pub use topk::{Hit, TopK};
 pub use vector::{
     distance, sq_distance, Descriptor, EmbeddingInput, LibraryStats, Space, Weights,

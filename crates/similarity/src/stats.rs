@@ -35,6 +35,24 @@ impl<const D: usize> RunningStats<D> {
         }
     }
 
+    /// Statistics from per-dimension counts, sums and sums of squares: the form the database
+    /// keeps, because concurrent writers can add a track to it and take one from it without
+    /// reading it first. In f64 the cancellation in `Σx² − (Σx)²/n` costs nothing that matters
+    /// here: the values are O(1–20), so at 10⁷ tracks the error is about 10⁻⁸ of the variance.
+    pub fn from_sums(n: &[u64; D], sum: &[f64; D], sum_sq: &[f64; D]) -> Self {
+        let mut s = Self::default();
+        for i in 0..D {
+            if n[i] == 0 {
+                continue;
+            }
+            let nf = n[i] as f64;
+            s.n[i] = n[i];
+            s.mean[i] = sum[i] / nf;
+            s.m2[i] = (sum_sq[i] - sum[i] * sum[i] / nf).max(0.0);
+        }
+        s
+    }
+
     /// Combines the statistics of another set of observations into these.
     pub fn merge(&mut self, other: &Self) {
         for i in 0..D {
@@ -125,6 +143,29 @@ mod tests {
         assert_eq!(e, all);
         all.merge(&RunningStats::default());
         assert_eq!(e, all);
+    }
+
+    #[test]
+    fn sums_give_what_one_track_at_a_time_gives() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut pushed = RunningStats::<2>::default();
+        let (mut n, mut s, mut ss) = ([0u64; 2], [0f64; 2], [0f64; 2]);
+        for _ in 0..5000 {
+            let x = [rng.random_range(9.0..14.0f32), rng.random_range(-1.0..1.0f32)];
+            pushed.push(&x);
+            for i in 0..2 {
+                n[i] += 1;
+                s[i] += f64::from(x[i]);
+                ss[i] += f64::from(x[i]) * f64::from(x[i]);
+            }
+        }
+        let summed = RunningStats::from_sums(&n, &s, &ss);
+        for i in 0..2 {
+            assert_eq!(summed.count(i), pushed.count(i));
+            assert!((summed.mean(i) - pushed.mean(i)).abs() < 1e-9);
+            assert!((summed.std(i) - pushed.std(i)).abs() < 1e-9);
+        }
+        assert_eq!(RunningStats::<2>::from_sums(&[0; 2], &[0.0; 2], &[0.0; 2]), RunningStats::default());
     }
 
     #[test]

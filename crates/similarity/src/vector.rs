@@ -5,6 +5,7 @@
 
 use crate::music::{tempo_point, Key};
 use crate::stats::RunningStats;
+use crate::stored::StoredView;
 use trackmill_types::analysis::{Features, TrackAnalysis};
 
 /// Version of the vector layout and weights. Bump it when vectors built by this code would
@@ -12,11 +13,11 @@ use trackmill_types::analysis::{Features, TrackAnalysis};
 pub const SIMILARITY_VERSION: u32 = 1;
 
 /// The DSP fingerprint's model name and size (crates/analysis: 38 floats, dims 12–27 the band shape).
-const FINGERPRINT: &str = "trackmill-dsp-v1";
+pub(crate) const FINGERPRINT: &str = "trackmill-dsp-v1";
 const FINGERPRINT_DIMS: usize = 38;
 const BANDS: std::ops::Range<usize> = 12..28;
 /// Basic Pitch's pitch-class profile, blended into the chroma when present.
-const PITCH_CLASS: &str = "basic-pitch/pitch-class12";
+pub(crate) const PITCH_CLASS: &str = "basic-pitch/pitch-class12";
 
 /// Names of the z-scored DSP dimensions, in order: the timbre group, then loudness range.
 pub const STAT_NAMES: [&str; STAT_DIMS] = [
@@ -135,7 +136,7 @@ fn log2_floor(x: f32, floor: f32) -> f32 {
     }
 }
 
-fn unit(v: &[f32]) -> Option<Vec<f32>> {
+pub(crate) fn unit(v: &[f32]) -> Option<Vec<f32>> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     (n.is_finite() && n > 1e-12).then(|| v.iter().map(|x| x / n).collect())
 }
@@ -164,35 +165,14 @@ impl Space {
     /// Reads what the similarity vector needs from a stored record; `None` when the record has
     /// no features (nothing could be decoded).
     pub fn describe(&self, a: &TrackAnalysis) -> Option<Descriptor> {
-        let f = a.features.as_ref()?;
-        let find = |name: &str| a.embeddings.iter().find(|e| e.model.as_str() == name);
-        let mut raw = scalars(f);
-        match find(FINGERPRINT) {
-            Some(e) if e.values.len() == FINGERPRINT_DIMS => {
-                for (r, v) in raw[10..TIMBRE_DIMS].iter_mut().zip(&e.values[BANDS]) {
-                    *r = if v.is_finite() { *v } else { f32::NAN };
-                }
-            }
-            _ => {}
-        }
-        let dsp = shares(&f.chroma);
-        let model = find(PITCH_CLASS).and_then(|e| shares(&e.values));
-        let chroma = match (dsp, model) {
-            (Some(d), Some(m)) => {
-                let mut c = [0.0; 12];
-                for i in 0..12 {
-                    c[i] = 0.5 * (d[i] + m[i]);
-                }
-                c
-            }
-            (Some(c), None) | (None, Some(c)) => c,
-            (None, None) => [0.0; 12],
-        };
+        let (raw, chroma, bpm, key) = base(a)?;
         let embeddings = self
             .embeddings
             .iter()
             .map(|input| {
-                find(&input.name)
+                a.embeddings
+                    .iter()
+                    .rfind(|e| e.model.as_str() == input.name)
                     .filter(|e| e.values.len() == input.dims)
                     .and_then(|e| unit(&e.values))
             })
@@ -200,43 +180,109 @@ impl Space {
         Some(Descriptor {
             raw,
             chroma,
-            bpm: if f.bpm.is_finite() {
-                f.bpm.max(0.0)
-            } else {
-                0.0
-            },
-            key: Key::from_record(f.key, f.mode.as_str()),
+            bpm,
+            key,
             embeddings,
         })
     }
 
     /// The similarity vector: each group scaled so that its squared distance carries its weight.
     pub fn vector(&self, d: &Descriptor, stats: &LibraryStats) -> Vec<f32> {
-        let w = &self.weights;
         let mut v = Vec::with_capacity(self.dims());
-        let timbre = (w.timbre / TIMBRE_DIMS as f32).sqrt();
-        for i in 0..TIMBRE_DIMS {
-            v.push(stats.z(i, d.raw[i]) * timbre);
-        }
-        v.push(stats.z(LRA, d.raw[LRA]) * w.loudness_range.sqrt());
-        let c = w.chroma.sqrt();
-        v.extend(d.chroma.iter().map(|x| x.max(0.0).sqrt() * c));
-        let t = w.tempo.sqrt();
-        v.extend(tempo_point(d.bpm).iter().map(|x| x * t));
-        let k = w.key.sqrt();
-        v.extend(d.key.point().iter().map(|x| x * k));
-        // Relative major and minor share a place on the circle; the mode keeps them apart a little.
-        let m = 0.5 * w.mode.sqrt();
-        v.push(if d.key.minor { m } else { -m });
-        for (input, e) in self.embeddings.iter().zip(&d.embeddings) {
-            let s = input.weight.max(0.0).sqrt();
-            match e {
-                Some(e) => v.extend(e.iter().map(|x| x * s)),
-                None => v.extend(std::iter::repeat_n(0.0, input.dims)),
-            }
-        }
+        self.build(
+            &mut v,
+            stats,
+            (&d.raw, &d.chroma, d.bpm, d.key),
+            |i, out| match &d.embeddings[i] {
+                Some(e) => {
+                    out.extend_from_slice(e);
+                    true
+                }
+                None => false,
+            },
+        );
         v
     }
+
+    /// The similarity vector of a stored row ([`crate::stored`]), written into `out` (cleared
+    /// first), so a query that reads a million rows builds its vectors in one buffer.
+    pub fn vector_stored(&self, s: &StoredView<'_>, stats: &LibraryStats, out: &mut Vec<f32>) {
+        out.clear();
+        let raw = s.raws();
+        let chroma: [f32; 12] = std::array::from_fn(|i| s.chroma(i));
+        self.build(out, stats, (&raw, &chroma, s.bpm(), s.key()), |i, out| {
+            match s.embedding(&self.embeddings[i].name) {
+                Some(b) if b.len() == 4 * self.embeddings[i].dims => {
+                    out.extend(
+                        b.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    );
+                    true
+                }
+                _ => false,
+            }
+        });
+    }
+
+    /// Appends the vector of `(raw, chroma, bpm, key)` and the embeddings `embedding(i, out)`
+    /// appends (unit length, unscaled; false when the track lacks input `i`).
+    fn build(
+        &self,
+        v: &mut Vec<f32>,
+        stats: &LibraryStats,
+        (raw, chroma, bpm, key): (&[f32; STAT_DIMS], &[f32; 12], f32, Key),
+        mut embedding: impl FnMut(usize, &mut Vec<f32>) -> bool,
+    ) {
+        let w = &self.weights;
+        let timbre = (w.timbre / TIMBRE_DIMS as f32).sqrt();
+        for (i, x) in raw.iter().enumerate().take(TIMBRE_DIMS) {
+            v.push(stats.z(i, *x) * timbre);
+        }
+        v.push(stats.z(LRA, raw[LRA]) * w.loudness_range.sqrt());
+        let c = w.chroma.sqrt();
+        v.extend(chroma.iter().map(|x| x.max(0.0).sqrt() * c));
+        let t = w.tempo.sqrt();
+        v.extend(tempo_point(bpm).iter().map(|x| x * t));
+        let k = w.key.sqrt();
+        v.extend(key.point().iter().map(|x| x * k));
+        // Relative major and minor share a place on the circle; the mode keeps them apart a little.
+        let m = 0.5 * w.mode.sqrt();
+        v.push(if key.minor { m } else { -m });
+        for (i, input) in self.embeddings.iter().enumerate() {
+            let s = input.weight.max(0.0).sqrt();
+            let at = v.len();
+            if embedding(i, v) {
+                v[at..].iter_mut().for_each(|x| *x *= s);
+            } else {
+                v.extend(std::iter::repeat_n(0.0, input.dims));
+            }
+        }
+    }
+}
+
+/// The library-independent values of a record: raw [`STAT_NAMES`] values, pitch-class shares,
+/// tempo and key; `None` without features.
+pub(crate) fn base(a: &TrackAnalysis) -> Option<([f32; STAT_DIMS], [f32; 12], f32, Key)> {
+    let f = a.features.as_ref()?;
+    let find = |name: &str| a.embeddings.iter().rfind(|e| e.model.as_str() == name);
+    let mut raw = scalars(f);
+    match find(FINGERPRINT) {
+        Some(e) if e.values.len() == FINGERPRINT_DIMS => {
+            for (r, v) in raw[10..TIMBRE_DIMS].iter_mut().zip(&e.values[BANDS]) {
+                *r = if v.is_finite() { *v } else { f32::NAN };
+            }
+        }
+        _ => {}
+    }
+    let dsp = shares(&f.chroma);
+    let model = find(PITCH_CLASS).and_then(|e| shares(&e.values));
+    let chroma = match (dsp, model) {
+        (Some(d), Some(m)) => std::array::from_fn(|i| 0.5 * (d[i] + m[i])),
+        (Some(c), None) | (None, Some(c)) => c,
+        (None, None) => [0.0; 12],
+    };
+    let bpm = if f.bpm.is_finite() { f.bpm.max(0.0) } else { 0.0 };
+    Some((raw, chroma, bpm, Key::from_record(f.key, f.mode.as_str())))
 }
 
 /// The DSP scalars of [`STAT_NAMES`] (bands left unknown; they come from the fingerprint).

@@ -1,30 +1,23 @@
 //! The similarity queries shared by the `similar`, `path` and `mix` commands and the HTTP API:
-//! one code path from the database to the answer, whichever front end asks. Each query streams
-//! from the database in bounded chunks, first an evenly spread sample of at most 50,000 tracks
-//! for the library statistics the vectors are standardised against, then the whole library for
-//! the query itself, so memory stays O(k + chunk) whatever the library size. An [`Answer`] is
-//! rendered as JSON, as a table or as extended M3U8 entries.
+//! one code path from the database to the answer, whichever front end asks. A query reads the
+//! library statistics (one small read: the database keeps them up to date with every store),
+//! then streams every analysed track's stored similarity row in windows of row ids, building
+//! each vector in one buffer; path and tags are looked up only for the tracks a query keeps.
+//! Memory stays O(k + window) whatever the library size. An [`Answer`] is rendered as JSON, as
+//! a table or as extended M3U8 entries.
 
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use trackmill_dbwriter::{DbUrl, StoredTrack, TrackReader};
+use trackmill_dbwriter::{DbUrl, TrackMeta, TrackReader};
 use trackmill_similarity::{
-    group_key, m3u, Descriptor, Key, LibraryStats, MixBuilder, MixInfo, MixOptions, PathFinder,
-    Space, TopK,
+    m3u, Key, LibraryStats, MixBuilder, MixInfo, MixOptions, PathFinder, Space, StoredView, TopK,
 };
 
-/// Rows read from the database at a time.
-const CHUNK: usize = 2000;
-/// The library statistics come from at most about this many tracks, evenly spread by row id: the
-/// standard error of a standard deviation estimated from 50,000 values is 0.3 %, which moves no
-/// ranking, and the statistics pass then costs the same at 100,000 tracks as at 10 million.
-const STATS_SAMPLE: u64 = 50_000;
-/// Embeddings the vectors are built from, beside the features.
-const FINGERPRINT: &str = "trackmill-dsp-v1";
-const PITCH_CLASS: &str = "basic-pitch/pitch-class12";
+/// Row ids per window read from the database.
+const WINDOW: i64 = 2000;
 
 /// Why a query has no answer.
 #[derive(Debug)]
@@ -62,16 +55,16 @@ pub struct Meta {
 }
 
 impl Meta {
-    fn new(t: &StoredTrack, d: &Descriptor) -> Meta {
+    fn new(t: TrackMeta, s: &StoredView<'_>) -> Meta {
         Meta {
             id: t.id,
-            path: t.path.clone(),
-            artist: t.artist.clone().or_else(|| t.album_artist.clone()),
-            title: t.title.clone(),
-            album: t.album.clone(),
+            path: t.path,
+            artist: t.artist.or(t.album_artist),
+            title: t.title,
+            album: t.album,
             duration_s: t.duration_s,
-            bpm: d.bpm,
-            key: d.key,
+            bpm: s.bpm(),
+            key: s.key(),
         }
     }
 
@@ -105,25 +98,6 @@ impl Meta {
         )
     }
 
-    fn mix_info(&self, t: &StoredTrack) -> MixInfo {
-        let artist = self.artist.as_deref().and_then(group_key);
-        let album = t.album.as_deref().and_then(group_key).map(|al| {
-            let by = t
-                .album_artist
-                .as_deref()
-                .or(t.artist.as_deref())
-                .and_then(group_key);
-            format!("{}\u{1f}{al}", by.unwrap_or_default())
-        });
-        MixInfo {
-            id: t.id,
-            artist,
-            album,
-            key: self.key,
-            bpm: self.bpm,
-        }
-    }
-
     pub fn entry(&self) -> m3u::Entry {
         m3u::Entry {
             path: PathBuf::from(OsStr::from_bytes(&self.path)),
@@ -131,6 +105,17 @@ impl Meta {
             artist: self.artist.clone(),
             title: self.title.clone(),
         }
+    }
+}
+
+/// What a mix groups and matches a track by, from its stored row.
+fn mix_info(id: i64, s: &StoredView<'_>) -> MixInfo {
+    MixInfo {
+        id,
+        artist: s.artist().map(str::to_owned),
+        album: s.album().map(str::to_owned),
+        key: s.key(),
+        bpm: s.bpm(),
     }
 }
 
@@ -161,23 +146,53 @@ pub struct Filter {
     pub seed_artist_only: bool,
 }
 
-/// The artist a track is grouped under (first artist, else album artist).
-fn artist_group(t: &StoredTrack) -> Option<String> {
-    t.artist
-        .as_deref()
-        .or(t.album_artist.as_deref())
-        .and_then(group_key)
-}
-
 impl Filter {
-    fn admits(&self, t: &StoredTrack, d: &Descriptor, seed_bpms: &[f32]) -> bool {
-        let dur = t.duration_s.unwrap_or(0.0);
+    /// What can be decided from the stored row.
+    fn admits(&self, s: &StoredView<'_>, seed_bpms: &[f32]) -> bool {
+        let dur = s.duration_s().unwrap_or(0.0);
         self.min_s.is_none_or(|m| dur >= m)
             && self.max_s.is_none_or(|m| dur <= m)
             && self
                 .max_bpm_diff
-                .is_none_or(|m| seed_bpms.iter().any(|b| (d.bpm - b).abs() <= m))
-            && !self.exclude.contains(&t.path)
+                .is_none_or(|m| seed_bpms.iter().any(|b| (s.bpm() - b).abs() <= m))
+    }
+}
+
+/// Looks up path and tags of the tracks a query keeps, while the library streams by.
+struct Lookup<'r> {
+    reader: &'r mut TrackReader,
+    error: Option<QueryError>,
+}
+
+impl Lookup<'_> {
+    /// The track as shown, when its file is still there and `filter` does not exclude it.
+    fn keep(&mut self, id: i64, s: &StoredView<'_>, filter: &Filter) -> Option<Meta> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.reader.meta(id) {
+            Ok(Some(t)) if !filter.exclude.contains(&t.path) && exists(&t.path) => {
+                Some(Meta::new(t, s))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.error = Some(db_error(e));
+                None
+            }
+        }
+    }
+}
+
+/// A seed: what is shown, its stored row and its vector.
+struct Seed {
+    meta: Meta,
+    data: Vec<u8>,
+    vector: Vec<f32>,
+}
+
+impl Seed {
+    fn view(&self) -> StoredView<'_> {
+        StoredView::parse(&self.data).expect("parsed when the seed was read")
     }
 }
 
@@ -192,30 +207,16 @@ impl Library {
     /// Opens the library as the commands do (applying migrations, like every writer-side open),
     /// for queries in `space` (see `models::similarity_space`).
     pub fn open(url: &DbUrl, space: Space) -> Result<Library, QueryError> {
-        Self::with_reader(space, |models| TrackReader::open(url, models))
+        Self::with_reader(space, TrackReader::open(url).map_err(db_error)?)
     }
 
     /// Opens the library read-only (the API server).
     pub fn open_read_only(url: &DbUrl, space: Space) -> Result<Library, QueryError> {
-        Self::with_reader(space, |models| TrackReader::open_read_only(url, models))
+        Self::with_reader(space, TrackReader::open_read_only(url).map_err(db_error)?)
     }
 
-    fn with_reader(
-        space: Space,
-        open: impl FnOnce(&[&str]) -> Result<TrackReader, trackmill_dbwriter::DbError>,
-    ) -> Result<Library, QueryError> {
-        let mut models = vec![FINGERPRINT, PITCH_CLASS];
-        models.extend(space.embeddings.iter().map(|e| e.name.as_str()));
-        let mut reader = open(&models).map_err(db_error)?;
-        let mut stats = LibraryStats::default();
-        let stride = reader.count().map_err(db_error)?.div_ceil(STATS_SAMPLE);
-        reader
-            .for_each_every(CHUNK, stride, &mut |t| {
-                if let Some(d) = space.describe(&t.analysis) {
-                    stats.push(&d.raw);
-                }
-            })
-            .map_err(db_error)?;
+    fn with_reader(space: Space, mut reader: TrackReader) -> Result<Library, QueryError> {
+        let stats = reader.stats().map_err(db_error)?;
         Ok(Library {
             reader,
             space,
@@ -223,37 +224,54 @@ impl Library {
         })
     }
 
-    /// A seed: its stored track, descriptor and vector. A relative path is taken from the
-    /// current directory (the commands; the API resolves paths before it asks).
-    fn seed(&mut self, file: &Path) -> Result<(Meta, StoredTrack, Vec<f32>), QueryError> {
+    /// A seed. A relative path is taken from the current directory (the commands; the API
+    /// resolves paths before it asks).
+    fn seed(&mut self, file: &Path) -> Result<Seed, QueryError> {
         let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
         let found = self
             .reader
-            .track(abs.as_os_str().as_bytes())
+            .seed(abs.as_os_str().as_bytes())
             .map_err(db_error)?;
-        let Some((t, d)) = found.and_then(|t| self.space.describe(&t.analysis).map(|d| (t, d)))
-        else {
+        let Some((t, data)) = found.filter(|(_, d)| StoredView::parse(d).is_some()) else {
             return Err(QueryError::NotFound(abs));
         };
-        let v = self.space.vector(&d, &self.stats);
-        Ok((Meta::new(&t, &d), t, v))
+        let view = StoredView::parse(&data).expect("checked above");
+        let mut vector = Vec::new();
+        self.space.vector_stored(&view, &self.stats, &mut vector);
+        let meta = Meta::new(t, &view);
+        Ok(Seed { meta, data, vector })
     }
 
-    /// Every analysed track with its descriptor and vector.
+    /// Every analysed track whose file is not marked missing: its id, stored row and vector,
+    /// with a [`Lookup`] for the tracks the caller keeps. A row that does not parse is skipped.
     fn each(
         &mut self,
-        f: &mut dyn FnMut(&StoredTrack, &Descriptor, &[f32]),
+        f: &mut dyn FnMut(&mut Lookup<'_>, i64, &StoredView<'_>, &[f32]),
     ) -> Result<(), QueryError> {
-        let (space, stats) = (&self.space, &self.stats);
-        self.reader
-            .for_each(CHUNK, &mut |t| {
-                if let Some(d) = space.describe(&t.analysis) {
-                    let v = space.vector(&d, stats);
-                    f(t, &d, &v);
+        let Some((first, last)) = self.reader.bounds().map_err(db_error)? else {
+            return Ok(());
+        };
+        let mut v = Vec::with_capacity(self.space.dims());
+        let mut start = first - 1;
+        while start < last {
+            let end = start.saturating_add(WINDOW);
+            let rows = self.reader.window(start, end).map_err(db_error)?;
+            let mut lookup = Lookup {
+                reader: &mut self.reader,
+                error: None,
+            };
+            for r in &rows {
+                if let Some(s) = StoredView::parse(&r.data) {
+                    self.space.vector_stored(&s, &self.stats, &mut v);
+                    f(&mut lookup, r.id, &s, &v);
                 }
-            })
-            .map(|_| ())
-            .map_err(db_error)
+            }
+            if let Some(e) = lookup.error {
+                return Err(e);
+            }
+            start = end;
+        }
+        Ok(())
     }
 }
 
@@ -314,19 +332,20 @@ pub fn similar(
     per_artist: usize,
     filter: &Filter,
 ) -> Result<Answer, QueryError> {
-    let (seed, _, sv) = lib.seed(file)?;
-    let bpms = [seed.bpm];
-    let seed_group = seed.artist.as_deref().and_then(group_key);
+    let seed = lib.seed(file)?;
+    let bpms = [seed.meta.bpm];
+    let seed_group = seed.view().artist().map(str::to_owned);
     let mut top: TopK<Meta> = TopK::new(n, (per_artist > 0).then_some(per_artist));
-    lib.each(&mut |t, d, v| {
-        if t.id == seed.id || (filter.seed_artist_only && artist_group(t) != seed_group) {
+    lib.each(&mut |lookup, id, s, v| {
+        if id == seed.meta.id || (filter.seed_artist_only && s.artist() != seed_group.as_deref())
+        {
             return;
         }
-        let dist = trackmill_similarity::distance(v, &sv);
-        if top.admits(dist, t.id) && filter.admits(t, d, &bpms) && exists(&t.path) {
-            let m = Meta::new(t, d);
-            let group = m.artist.as_deref().and_then(group_key);
-            top.push(dist, t.id, group, m);
+        let dist = trackmill_similarity::distance(v, &seed.vector);
+        if top.admits(dist, id) && filter.admits(s, &bpms) {
+            if let Some(m) = lookup.keep(id, s, filter) {
+                top.push(dist, id, s.artist().map(str::to_owned), m);
+            }
         }
     })?;
     let tracks = top
@@ -339,7 +358,7 @@ pub fn similar(
         })
         .collect();
     Ok(Answer {
-        head: json!({"seed": seed.json()}),
+        head: json!({"seed": seed.meta.json()}),
         tracks,
         before: Vec::new(),
         after: Vec::new(),
@@ -348,13 +367,19 @@ pub fn similar(
 
 /// A song path from `from` to `to` with at most `steps` tracks between them.
 pub fn path(lib: &mut Library, from: &Path, to: &Path, steps: usize) -> Result<Answer, QueryError> {
-    let (a, _, av) = lib.seed(from)?;
-    let (b, _, bv) = lib.seed(to)?;
-    let mut pf: PathFinder<Meta> = PathFinder::new((a.id, &av), (b.id, &bv), steps, steps + 8);
-    lib.each(&mut |t, d, v| {
-        pf.offer(t.id, v, || exists(&t.path).then(|| Meta::new(t, d)));
+    let a = lib.seed(from)?;
+    let b = lib.seed(to)?;
+    let mut pf: PathFinder<Meta> = PathFinder::new(
+        (a.meta.id, &a.vector),
+        (b.meta.id, &b.vector),
+        steps,
+        steps + 8,
+    );
+    let none = Filter::default();
+    lib.each(&mut |lookup, id, s, v| {
+        pf.offer(id, v, || lookup.keep(id, s, &none));
     })?;
-    let start = trackmill_similarity::distance(&av, &bv);
+    let start = trackmill_similarity::distance(&a.vector, &b.vector);
     let tracks = pf
         .finish()
         .into_iter()
@@ -369,10 +394,10 @@ pub fn path(lib: &mut Library, from: &Path, to: &Path, steps: usize) -> Result<A
         })
         .collect();
     Ok(Answer {
-        head: json!({"from": a.json(), "to": b.json(), "distance": start}),
+        head: json!({"from": a.meta.json(), "to": b.meta.json(), "distance": start}),
         tracks,
-        before: vec![a],
-        after: vec![b],
+        before: vec![a.meta],
+        after: vec![b.meta],
     })
 }
 
@@ -387,9 +412,9 @@ pub fn mix(
     let mut metas = Vec::new();
     let mut infos = Vec::new();
     for s in seeds {
-        let (m, t, v) = lib.seed(s)?;
-        infos.push((m.mix_info(&t), v));
-        metas.push(m);
+        let seed = lib.seed(s)?;
+        infos.push((mix_info(seed.meta.id, &seed.view()), seed.vector.clone()));
+        metas.push(seed.meta);
     }
     let bpms: Vec<f32> = metas.iter().map(|m| m.bpm).collect();
     let opts = MixOptions {
@@ -398,13 +423,10 @@ pub fn mix(
         ..MixOptions::default()
     };
     let mut mb: MixBuilder<Meta> = MixBuilder::new(infos, opts);
-    lib.each(&mut |t, d, v| {
-        if !filter.admits(t, d, &bpms) {
-            return;
+    lib.each(&mut |lookup, id, s, v| {
+        if filter.admits(s, &bpms) {
+            mb.offer(mix_info(id, s), v, || lookup.keep(id, s, filter));
         }
-        let m = Meta::new(t, d);
-        let info = m.mix_info(t);
-        mb.offer(info, v, || exists(&t.path).then_some(m));
     })?;
     let tracks = mb
         .finish()

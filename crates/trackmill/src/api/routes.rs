@@ -190,7 +190,7 @@ async fn mix(State(s): Shr, RawQuery(q): RawQuery) -> Result<Response, ApiError>
 
 async fn health(State(s): Shr) -> Result<Json<Value>, ApiError> {
     let tracks = on_db(&s, |url| {
-        let mut reader = trackmill_dbwriter::TrackReader::open_read_only(url, &[])
+        let mut reader = trackmill_dbwriter::TrackReader::open_read_only(url)
             .map_err(|e| ApiError::from(QueryError::Db(e.to_string())))?;
         reader
             .count()
