@@ -26,9 +26,9 @@ use crate::group_key;
 use trackmill_types::analysis::TrackAnalysis;
 
 /// Longest embedding kept in the stored form.
-pub const MAX_INLINE_DIMS: usize = 1024;
+pub const MAX_INLINE_DIMS: usize = trackmill_types::bounded::MAX_SIMILARITY_DIMS;
 /// Most embedding values kept in the stored form, all embeddings together.
-pub const MAX_INLINE_TOTAL: usize = 4096;
+pub const MAX_INLINE_TOTAL: usize = trackmill_types::bounded::MAX_SIMILARITY_TOTAL;
 /// Longest grouping key kept, in bytes (cut at a character boundary).
 const MAX_KEY: usize = 1024;
 

@@ -75,6 +75,17 @@ pub fn similarity_space(cfg: &Config, config_file: Option<&Path>) -> trackmill_s
                 continue;
             }
             if let Some(sim) = &e.similarity {
+                let total: usize = embeddings.iter().map(|x| x.dims).sum();
+                let max = trackmill_types::bounded::MAX_SIMILARITY_TOTAL;
+                if total + sim.dims > max {
+                    tracing::warn!(
+                        "model {}: similarity input {name} ({} values) would take the inputs past \
+                         {max} values in all; it takes no part",
+                        manifest.name,
+                        sim.dims
+                    );
+                    continue;
+                }
                 embeddings.push(trackmill_similarity::EmbeddingInput {
                     name,
                     dims: sim.dims,

@@ -14,6 +14,10 @@ pub const MAX_TAG_LIST: usize = 16;
 pub const MAX_EMBEDDINGS: usize = 32;
 /// Values of one embedding.
 pub const MAX_EMBEDDING_VALUES: usize = 4096;
+/// Longest embedding that can be a similarity input (the stored similarity row keeps it).
+pub const MAX_SIMILARITY_DIMS: usize = 1024;
+/// Most values of all similarity inputs together (what one stored similarity row keeps).
+pub const MAX_SIMILARITY_TOTAL: usize = 4096;
 /// Model names stored with one file.
 pub const MAX_MODELS: usize = 32;
 /// Operator notes of one file.

@@ -392,7 +392,7 @@ impl Manifest {
                 return Err(format!("embedding {:?} has no parts", e.name));
             }
             if let Some(sim) = &e.similarity {
-                let max_dims = trackmill_types::bounded::MAX_EMBEDDING_VALUES;
+                let max_dims = trackmill_types::bounded::MAX_SIMILARITY_DIMS;
                 if !(1..=max_dims).contains(&sim.dims) {
                     return Err(format!(
                         "embedding {:?}: similarity.dims must be between 1 and {max_dims}",
@@ -489,7 +489,7 @@ mod tests {
         assert!(BASIC_PITCH.contains(DECLARED));
         for (bad, key) in [
             ("dims = 0, weight = 0.5", "dims"),
-            ("dims = 5000, weight = 0.5", "dims"),
+            ("dims = 1025, weight = 0.5", "dims"),
             ("dims = 88, weight = 0.0", "weight"),
             ("dims = 88, weight = 17.0", "weight"),
             ("dims = 88, weight = nan", "weight"),
