@@ -1,6 +1,6 @@
 //! End-to-end tests of the HTTP API of `trackmill serve` (`[api] addr`), with a real HTTP client
 //! and raw sockets for the malformed cases: every route in JSON and M3U, the Bliss Mixer routes,
-//! the limits (413, 408, 404, 400), `/metrics` from the supervisor's pushes, and an API server
+//! the limits (413, 408, 404, 400, and 503 past `max_concurrent` with a query held on a PostgreSQL lock), `/metrics` from the supervisor's pushes, and an API server
 //! killed from outside that is restarted while a scan goes on undisturbed.
 
 use nix::sys::signal::Signal;
@@ -296,6 +296,55 @@ fn a_killed_api_server_is_restarted_while_a_scan_goes_on() {
     wait_for("the API server gone", DEADLINE, || {
         is_dead(second).then_some(())
     });
+}
+
+#[test]
+fn a_query_beyond_max_concurrent_is_answered_503_while_the_held_one_completes() {
+    let (tmp, lib) = setup();
+    let files = tones(&lib, 3);
+    let pg = pgserver::PgSchema::new("api503");
+    let d = tmp.path();
+    let text = config_text(
+        d,
+        &lib,
+        1,
+        "\n[api]\naddr = \"127.0.0.1:0\"\nrequest_timeout = \"60s\"\nmax_concurrent = 1\n",
+    )
+    .replace(&format!("sqlite://{}", d.join("t.db").display()), &pg.url());
+    let cfg = d.join("pg.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let svc = Service::start_with(d, &cfg, &[]);
+    svc.wait_status("the library analysed", |s| {
+        s["state"] == "idle" && num(s, &["totals", "analyzed"]) == 3 && committed(s)
+    });
+    let (addr, _) = api_up(&svc, 0);
+    let base = format!("http://{addr}");
+    let similar = format!("/api/similar?path={}&n=2", q(&files[0]));
+
+    // The one query slot held: a query waiting on a lock of the similarity table.
+    let lock = pgserver::TableLock::take(&pg.name, "similarity");
+    let held = {
+        let (base, similar) = (base.clone(), similar.clone());
+        std::thread::spawn(move || get(&base, &similar))
+    };
+    wait_for("the API's query waiting on the lock", DEADLINE, || {
+        (pg.count(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '%similarity%'",
+        ) > 0)
+            .then_some(())
+    });
+    let (code, kind, body) = get(&base, &similar);
+    assert_eq!((code, kind.as_str()), (503, "application/json"), "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    // A route that needs no query slot still answers.
+    assert_eq!(get(&base, "/metrics").0, 200);
+
+    drop(lock);
+    let (code, _, body) = held.join().unwrap();
+    assert_eq!(code, 200, "the held query completes: {body}");
+    assert_eq!(get(&base, &similar).0, 200, "the slot is free again");
+    assert_eq!(svc.status().unwrap()["api"]["restarts"], 0);
 }
 
 #[test]

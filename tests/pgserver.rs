@@ -90,6 +90,42 @@ pub fn pg_rows(sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
     })
 }
 
+/// A transaction holding `LOCK TABLE … IN ACCESS EXCLUSIVE MODE` until dropped (rolled back):
+/// a query that reads the table waits for it, so a test can hold a query in flight.
+pub struct TableLock {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl TableLock {
+    pub fn take(schema: &str, table: &str) -> TableLock {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(PG_BASE, tokio_postgres::NoTls)
+                .await
+                .expect("connect to PostgreSQL");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!(
+                    "BEGIN; LOCK TABLE {schema}.{table} IN ACCESS EXCLUSIVE MODE"
+                ))
+                .await
+                .expect("lock the table");
+            client
+        });
+        TableLock { rt, client }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(self.client.batch_execute("ROLLBACK"));
+    }
+}
+
 /// True when the server accepts connections and answers a query.
 pub fn accepting() -> bool {
     pg_rows("SELECT 1").is_ok()

@@ -90,7 +90,8 @@ impl TrackReader {
             "SELECT dim, n, total, total_sq FROM similarity_stats WHERE version = $1",
             &[Val::I64(VERSION)],
         )?;
-        let (mut n, mut sum, mut sum_sq) = ([0u64; STAT_DIMS], [0f64; STAT_DIMS], [0f64; STAT_DIMS]);
+        let (mut n, mut sum, mut sum_sq) =
+            ([0u64; STAT_DIMS], [0f64; STAT_DIMS], [0f64; STAT_DIMS]);
         let real = |v: &Val| match v {
             Val::F64(f) => *f,
             Val::I64(i) => *i as f64,

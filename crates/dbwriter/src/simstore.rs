@@ -74,7 +74,11 @@ impl Delta {
 pub(crate) fn row(track_id: i64, a: &TrackAnalysis) -> Option<(Vec<Val>, Vec<u8>)> {
     let data = encode(a)?;
     Some((
-        vec![Val::I64(track_id), Val::I64(VERSION), Val::Bytes(data.clone())],
+        vec![
+            Val::I64(track_id),
+            Val::I64(VERSION),
+            Val::Bytes(data.clone()),
+        ],
         data,
     ))
 }
@@ -180,16 +184,20 @@ pub(crate) fn backfill(conn: &mut dyn Conn) -> Result<u64, DbError> {
             })
             .collect();
         for r in &artists {
-            if let (Some(a), Some(name)) = (r[0].i64().and_then(|id| records.get_mut(&id)), r[1].str()) {
+            if let (Some(a), Some(name)) =
+                (r[0].i64().and_then(|id| records.get_mut(&id)), r[1].str())
+            {
                 if a.tags.artists.is_empty() {
                     a.tags.artists.push(CleanText::new(name));
                 }
             }
         }
         for r in &embeddings {
-            if let (Some(a), Some(model), Some(values)) =
-                (r[0].i64().and_then(|id| records.get_mut(&id)), r[1].str(), r[2].f32s())
-            {
+            if let (Some(a), Some(model), Some(values)) = (
+                r[0].i64().and_then(|id| records.get_mut(&id)),
+                r[1].str(),
+                r[2].f32s(),
+            ) {
                 a.embeddings.push(Embedding {
                     model: CleanText::new(model),
                     values,

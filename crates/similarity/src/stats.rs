@@ -151,7 +151,10 @@ mod tests {
         let mut pushed = RunningStats::<2>::default();
         let (mut n, mut s, mut ss) = ([0u64; 2], [0f64; 2], [0f64; 2]);
         for _ in 0..5000 {
-            let x = [rng.random_range(9.0..14.0f32), rng.random_range(-1.0..1.0f32)];
+            let x = [
+                rng.random_range(9.0..14.0f32),
+                rng.random_range(-1.0..1.0f32),
+            ];
             pushed.push(&x);
             for i in 0..2 {
                 n[i] += 1;
@@ -165,7 +168,10 @@ mod tests {
             assert!((summed.mean(i) - pushed.mean(i)).abs() < 1e-9);
             assert!((summed.std(i) - pushed.std(i)).abs() < 1e-9);
         }
-        assert_eq!(RunningStats::<2>::from_sums(&[0; 2], &[0.0; 2], &[0.0; 2]), RunningStats::default());
+        assert_eq!(
+            RunningStats::<2>::from_sums(&[0; 2], &[0.0; 2], &[0.0; 2]),
+            RunningStats::default()
+        );
     }
 
     #[test]

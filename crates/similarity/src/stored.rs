@@ -20,9 +20,9 @@
 //! [`MAX_INLINE_TOTAL`] values in all, in the order the record lists them. An embedding beyond
 //! those bounds cannot be a similarity input (the model manifest's bounds say the same).
 
+use crate::group_key;
 use crate::music::Key;
 use crate::vector::{base, unit, FINGERPRINT, PITCH_CLASS, SIMILARITY_VERSION, STAT_DIMS};
-use crate::group_key;
 use trackmill_types::analysis::TrackAnalysis;
 
 /// Longest embedding kept in the stored form.
@@ -43,7 +43,12 @@ pub fn groups(a: &TrackAnalysis) -> (Option<String>, Option<String>) {
         .artists
         .iter()
         .find_map(|n| group_key(n.as_str()))
-        .or_else(|| a.tags.album_artist.as_ref().and_then(|n| group_key(n.as_str())));
+        .or_else(|| {
+            a.tags
+                .album_artist
+                .as_ref()
+                .and_then(|n| group_key(n.as_str()))
+        });
     let album = a
         .tags
         .album
@@ -304,16 +309,30 @@ mod tests {
         let v = StoredView::parse(&bytes).unwrap();
         assert_eq!(v.bpm(), 123.5);
         assert_eq!(v.duration_s(), Some(241.25));
-        assert_eq!(v.key(), Key { tonic: 9, minor: true });
+        assert_eq!(
+            v.key(),
+            Key {
+                tonic: 9,
+                minor: true
+            }
+        );
         assert_eq!(v.artist(), Some("the band"));
         assert_eq!(v.album(), Some("the band\u{1f}live"));
-        assert!(v.embedding("trackmill-dsp-v1").is_none(), "folded into the raw values");
+        assert!(
+            v.embedding("trackmill-dsp-v1").is_none(),
+            "folded into the raw values"
+        );
         assert!(v.embedding("big/too-long").is_none(), "over the bound");
         assert_eq!(v.embedding("basic-pitch/notes88").unwrap().len(), 4 * 88);
         let space = Space::default();
         let mut stats = LibraryStats::default();
         stats.push(&v.raws());
-        stats.push(&space.describe(&TrackAnalysis::default().with_features()).unwrap().raw);
+        stats.push(
+            &space
+                .describe(&TrackAnalysis::default().with_features())
+                .unwrap()
+                .raw,
+        );
         let from_record = space.vector(&space.describe(&a).unwrap(), &stats);
         let mut from_store = Vec::new();
         space.vector_stored(&v, &stats, &mut from_store);

@@ -210,8 +210,11 @@ impl Space {
         out.clear();
         let raw = s.raws();
         let chroma: [f32; 12] = std::array::from_fn(|i| s.chroma(i));
-        self.build(out, stats, (&raw, &chroma, s.bpm(), s.key()), |i, out| {
-            match s.embedding(&self.embeddings[i].name) {
+        self.build(
+            out,
+            stats,
+            (&raw, &chroma, s.bpm(), s.key()),
+            |i, out| match s.embedding(&self.embeddings[i].name) {
                 Some(b) if b.len() == 4 * self.embeddings[i].dims => {
                     out.extend(
                         b.chunks_exact(4)
@@ -220,8 +223,8 @@ impl Space {
                     true
                 }
                 _ => false,
-            }
-        });
+            },
+        );
     }
 
     /// Appends the vector of `(raw, chroma, bpm, key)` and the embeddings `embedding(i, out)`
@@ -281,7 +284,11 @@ pub(crate) fn base(a: &TrackAnalysis) -> Option<([f32; STAT_DIMS], [f32; 12], f3
         (Some(c), None) | (None, Some(c)) => c,
         (None, None) => [0.0; 12],
     };
-    let bpm = if f.bpm.is_finite() { f.bpm.max(0.0) } else { 0.0 };
+    let bpm = if f.bpm.is_finite() {
+        f.bpm.max(0.0)
+    } else {
+        0.0
+    };
     Some((raw, chroma, bpm, Key::from_record(f.key, f.mode.as_str())))
 }
 

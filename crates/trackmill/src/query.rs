@@ -337,8 +337,7 @@ pub fn similar(
     let seed_group = seed.view().artist().map(str::to_owned);
     let mut top: TopK<Meta> = TopK::new(n, (per_artist > 0).then_some(per_artist));
     lib.each(&mut |lookup, id, s, v| {
-        if id == seed.meta.id || (filter.seed_artist_only && s.artist() != seed_group.as_deref())
-        {
+        if id == seed.meta.id || (filter.seed_artist_only && s.artist() != seed_group.as_deref()) {
             return;
         }
         let dist = trackmill_similarity::distance(v, &seed.vector);
