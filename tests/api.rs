@@ -1,7 +1,8 @@
 //! End-to-end tests of the HTTP API of `trackmill serve` (`[api] addr`), with a real HTTP client
 //! and raw sockets for the malformed cases: every route in JSON and M3U, the Bliss Mixer routes,
-//! the limits (413, 408, 404, 400, and 503 past `max_concurrent` with a query held on a PostgreSQL lock), `/metrics` from the supervisor's pushes, and an API server
-//! killed from outside that is restarted while a scan goes on undisturbed.
+//! the limits (413, 408, 404, 400; 503 past `max_concurrent`, with a query held on a PostgreSQL
+//! table lock), `/metrics` from the supervisor's pushes, and an API server killed from outside
+//! that is restarted while a scan goes on undisturbed.
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
