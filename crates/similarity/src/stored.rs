@@ -10,7 +10,7 @@
 //! |---|---|
 //! | 27 × f32 | raw values of [`STAT_NAMES`](crate::vector::STAT_NAMES) (NaN: unknown) |
 //! | 12 × f32 | pitch-class shares |
-//! | f32, f32 | tempo (BPM, 0: no pulse), duration in seconds (NaN: unknown) |
+//! | f32, f32 | tempo (BPM, 0: no pulse), duration in seconds (the container's, else the decoded length; NaN: unknown) |
 //! | u8, u8 | key: tonic (0 = C), 1 for minor |
 //! | u16 + bytes, twice | artist and album grouping keys ([`group_key`]; length 0: none) |
 //! | u8 | number of embeddings; each: u16 + name bytes, u16 length, length × f32 |
@@ -89,7 +89,12 @@ pub fn encode(a: &TrackAnalysis) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
     put_f32s(&mut out, raw);
     put_f32s(&mut out, chroma);
-    let duration = a.audio.duration_s.filter(|d| d.is_finite() && *d >= 0.0);
+    // As the tracks table is read: the container's duration, else what was decoded.
+    let duration = a
+        .audio
+        .duration_s
+        .or((a.audio.decoded_s > 0.0).then_some(a.audio.decoded_s))
+        .filter(|d| d.is_finite() && *d >= 0.0);
     put_f32s(&mut out, [bpm, duration.map_or(f32::NAN, |d| d as f32)]);
     out.extend_from_slice(&[key.tonic, u8::from(key.minor)]);
     let (artist, album) = groups(a);

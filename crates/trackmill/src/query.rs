@@ -183,6 +183,10 @@ impl Lookup<'_> {
     }
 }
 
+/// What [`Library::each`] calls for every track: a [`Lookup`], the row id, the stored row and
+/// the vector.
+type Visit<'f> = dyn FnMut(&mut Lookup<'_>, i64, &StoredView<'_>, &[f32]) + 'f;
+
 /// A seed: what is shown, its stored row and its vector.
 struct Seed {
     meta: Meta,
@@ -244,10 +248,7 @@ impl Library {
 
     /// Every analysed track whose file is not marked missing: its id, stored row and vector,
     /// with a [`Lookup`] for the tracks the caller keeps. A row that does not parse is skipped.
-    fn each(
-        &mut self,
-        f: &mut dyn FnMut(&mut Lookup<'_>, i64, &StoredView<'_>, &[f32]),
-    ) -> Result<(), QueryError> {
+    fn each(&mut self, f: &mut Visit<'_>) -> Result<(), QueryError> {
         let Some((first, last)) = self.reader.bounds().map_err(db_error)? else {
             return Ok(());
         };
