@@ -68,6 +68,21 @@ pub(crate) fn transaction<T>(
     }
 }
 
+/// Smallest and largest `col` of `table` (a key), `None` for an empty table. Two subqueries, not
+/// `SELECT MIN(col), MAX(col)`: SQLite answers a lone MIN or MAX from the index, but scans the
+/// whole table for the pair.
+pub(crate) fn key_range(
+    conn: &mut dyn Conn,
+    table: &str,
+    col: &str,
+) -> Result<Option<(i64, i64)>, DbError> {
+    let row = conn.query_one(
+        &format!("SELECT (SELECT MIN({col}) FROM {table}), (SELECT MAX({col}) FROM {table})"),
+        &[],
+    )?;
+    Ok(row.and_then(|r| Some((r[0].i64()?, r[1].i64()?))))
+}
+
 pub(crate) fn local_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

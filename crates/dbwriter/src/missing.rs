@@ -55,8 +55,7 @@ pub(crate) fn prefixes(roots: &[PathBytes]) -> Vec<Vec<u8>> {
 
 /// The range of row ids to sweep, `None` when there are no tracks.
 pub(crate) fn id_range(conn: &mut dyn Conn) -> Result<Option<(i64, i64)>, DbError> {
-    let row = conn.query_one("SELECT MIN(id), MAX(id) FROM tracks", &[])?;
-    Ok(row.and_then(|r| Some((r[0].i64()?, r[1].i64()?))))
+    crate::conn::key_range(conn, "tracks", "id")
 }
 
 /// Answers "is this file gone for certain?", remembering what it learnt of each directory.

@@ -112,13 +112,7 @@ impl TrackReader {
 
     /// First and last row id that has a stored similarity row; `None` for an empty library.
     pub fn bounds(&mut self) -> Result<Option<(i64, i64)>, DbError> {
-        let row = self
-            .conn
-            .query_one("SELECT MIN(track_id), MAX(track_id) FROM similarity", &[])?;
-        Ok(match row.as_deref() {
-            Some([lo, hi, ..]) => lo.i64().zip(hi.i64()),
-            _ => None,
-        })
+        crate::conn::key_range(self.conn.as_mut(), "similarity", "track_id")
     }
 
     /// The stored rows of the analysed tracks with `after < id <= upto`, in id order, leaving out

@@ -120,11 +120,7 @@ pub(crate) fn forget(conn: &mut dyn Conn, ids: &[i64]) -> Result<(), DbError> {
 /// ids at a time: the migration to version 5, for libraries written before it. Returns the
 /// number of rows written.
 pub(crate) fn backfill(conn: &mut dyn Conn) -> Result<u64, DbError> {
-    let bounds = conn.query_one("SELECT MIN(id), MAX(id) FROM tracks", &[])?;
-    let (Some(first), Some(last)) = (
-        bounds.as_ref().and_then(|r| r[0].i64()),
-        bounds.as_ref().and_then(|r| r[1].i64()),
-    ) else {
+    let Some((first, last)) = crate::missing::id_range(conn)? else {
         return Ok(0);
     };
     let features_sql = match conn.dialect() {

@@ -50,12 +50,12 @@ pub mod vector;
 pub use mix::{MixBuilder, MixEntry, MixInfo, MixOptions};
 pub use music::{keys_compatible, tempos_compatible, Key};
 pub use path::{PathFinder, Step};
-pub use stats::RunningStats;
+pub use stats::{RunningStats, Standard};
 pub use stored::StoredView;
 pub use topk::{Hit, TopK};
 pub use vector::{
-    distance, sq_distance, Descriptor, EmbeddingInput, LibraryStats, Space, Weights,
-    SIMILARITY_VERSION,
+    distance, sq_distance, Descriptor, EmbeddingInput, LibraryStandard, LibraryStats, Space,
+    Weights, SIMILARITY_VERSION,
 };
 
 /// The form of an artist or album name that grouping compares: trimmed, case folded, inner

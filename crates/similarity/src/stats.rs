@@ -103,6 +103,41 @@ impl<const D: usize> RunningStats<D> {
     }
 }
 
+/// The z-scores of [`RunningStats`] ready for a loop over a million tracks: each dimension's
+/// mean and reciprocal standard deviation, once (0 for a dimension that does not vary).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standard<const D: usize> {
+    mean: [f32; D],
+    inv_std: [f32; D],
+}
+
+impl<const D: usize> RunningStats<D> {
+    pub fn standard(&self) -> Standard<D> {
+        Standard {
+            mean: std::array::from_fn(|i| self.mean[i] as f32),
+            inv_std: std::array::from_fn(|i| {
+                let s = self.std(i);
+                if s <= 1e-9 {
+                    0.0
+                } else {
+                    (1.0 / s) as f32
+                }
+            }),
+        }
+    }
+}
+
+impl<const D: usize> Standard<D> {
+    /// As [`RunningStats::z`], in f32.
+    #[inline]
+    pub fn z(&self, i: usize, x: f32) -> f32 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        ((x - self.mean[i]) * self.inv_std[i]).clamp(-5.0, 5.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +221,10 @@ mod tests {
         assert_eq!(s.z(0, f32::NAN), 0.0);
         assert_eq!(s.z(0, 3.0), 1.0);
         assert_eq!(s.z(0, 1e9), 5.0, "capped");
+        let st = s.standard();
+        for x in [f32::NAN, 12.0, 3.0, 1e9, -1e9, 2.5] {
+            assert!((st.z(0, x) - s.z(0, x)).abs() < 1e-6, "{x}");
+            assert_eq!(st.z(1, x), 0.0, "a constant dimension gives no z-score");
+        }
     }
 }

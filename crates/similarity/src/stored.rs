@@ -340,7 +340,7 @@ mod tests {
         );
         let from_record = space.vector(&space.describe(&a).unwrap(), &stats);
         let mut from_store = Vec::new();
-        space.vector_stored(&v, &stats, &mut from_store);
+        space.vector_stored(&v, &stats.standard(), &mut from_store);
         assert_eq!(from_record.len(), from_store.len());
         for (x, y) in from_record.iter().zip(&from_store) {
             assert!((x - y).abs() < 1e-6, "{x} {y}");

@@ -4,7 +4,7 @@
 //! weights are documented in the crate docs.
 
 use crate::music::{tempo_point, Key};
-use crate::stats::RunningStats;
+use crate::stats::{RunningStats, Standard};
 use crate::stored::StoredView;
 use trackmill_types::analysis::{Features, TrackAnalysis};
 
@@ -57,6 +57,8 @@ const LRA: usize = 26;
 
 /// Library statistics of the z-scored dimensions.
 pub type LibraryStats = RunningStats<STAT_DIMS>;
+/// [`LibraryStats`] ready for standardising many tracks ([`RunningStats::standard`]).
+pub type LibraryStandard = Standard<STAT_DIMS>;
 
 /// What one track contributes before standardisation.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,7 +193,7 @@ impl Space {
         let mut v = Vec::with_capacity(self.dims());
         self.build(
             &mut v,
-            stats,
+            &stats.standard(),
             (&d.raw, &d.chroma, d.bpm, d.key),
             |i, out| match &d.embeddings[i] {
                 Some(e) => {
@@ -205,8 +207,9 @@ impl Space {
     }
 
     /// The similarity vector of a stored row ([`crate::stored`]), written into `out` (cleared
-    /// first), so a query that reads a million rows builds its vectors in one buffer.
-    pub fn vector_stored(&self, s: &StoredView<'_>, stats: &LibraryStats, out: &mut Vec<f32>) {
+    /// first), so a query that reads a million rows builds its vectors in one buffer; `stats`
+    /// from [`RunningStats::standard`].
+    pub fn vector_stored(&self, s: &StoredView<'_>, stats: &LibraryStandard, out: &mut Vec<f32>) {
         out.clear();
         let raw = s.raws();
         let chroma: [f32; 12] = std::array::from_fn(|i| s.chroma(i));
@@ -232,7 +235,7 @@ impl Space {
     fn build(
         &self,
         v: &mut Vec<f32>,
-        stats: &LibraryStats,
+        stats: &LibraryStandard,
         (raw, chroma, bpm, key): (&[f32; STAT_DIMS], &[f32; 12], f32, Key),
         mut embedding: impl FnMut(usize, &mut Vec<f32>) -> bool,
     ) {

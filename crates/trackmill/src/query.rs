@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use trackmill_dbwriter::{DbUrl, TrackMeta, TrackReader};
 use trackmill_similarity::{
-    m3u, Key, LibraryStats, MixBuilder, MixInfo, MixOptions, PathFinder, Space, StoredView, TopK,
+    m3u, Key, LibraryStandard, MixBuilder, MixInfo, MixOptions, PathFinder, Space, StoredView, TopK,
 };
 
 /// Row ids per window read from the database.
@@ -204,7 +204,7 @@ impl Seed {
 pub struct Library {
     reader: TrackReader,
     space: Space,
-    stats: LibraryStats,
+    stats: LibraryStandard,
 }
 
 impl Library {
@@ -220,7 +220,7 @@ impl Library {
     }
 
     fn with_reader(space: Space, mut reader: TrackReader) -> Result<Library, QueryError> {
-        let stats = reader.stats().map_err(db_error)?;
+        let stats = reader.stats().map_err(db_error)?.standard();
         Ok(Library {
             reader,
             space,
