@@ -100,7 +100,7 @@ both!(
             assert!(v.artist().is_some_and(|a| a.starts_with("artist ")));
             assert!(v.album().is_some_and(|a| a.contains("\u{1f}album ")));
             assert_eq!(v.duration_s().map(|d| d.round()), Some(215.0));
-            assert_eq!(v.embedding(SAMPLE_MODEL).map(<[u8]>::len), Some(4 * 88));
+            assert_eq!(v.embedding(SAMPLE_MODEL).map(<[u8]>::len), Some(2 * 88));
         }
 
         // A seed: its tags and its row; a failed file and an unknown path are none.

@@ -218,11 +218,8 @@ impl Space {
             stats,
             (&raw, &chroma, s.bpm(), s.key()),
             |i, out| match s.embedding(&self.embeddings[i].name) {
-                Some(b) if b.len() == 4 * self.embeddings[i].dims => {
-                    out.extend(
-                        b.chunks_exact(4)
-                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                    );
+                Some(b) if b.len() == 2 * self.embeddings[i].dims => {
+                    out.extend(crate::stored::embedding_values(b));
                     true
                 }
                 _ => false,
