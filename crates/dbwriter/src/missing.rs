@@ -142,8 +142,9 @@ pub(crate) fn mark(conn: &mut dyn Conn, ids: &[i64], now: i64) -> Result<u64, Db
     Ok(n)
 }
 
-/// Deletes the missing tracks whose files are still gone (their features, artists and embeddings
-/// go with them; their attempts stay, detached) and unmarks those that are back, one window of
+/// Deletes the missing tracks whose files are still gone (their features, artists, embeddings
+/// and similarity rows go with them, and they leave the library statistics; their attempts stay,
+/// detached) and unmarks those that are back, one window of
 /// row ids at a time; returns how many are (with `dry_run`: would be) deleted.
 pub(crate) fn prune(conn: &mut dyn Conn, dry_run: bool) -> Result<u64, DbError> {
     let Some((first, last)) = id_range(conn)? else {
@@ -156,16 +157,15 @@ pub(crate) fn prune(conn: &mut dyn Conn, dry_run: bool) -> Result<u64, DbError> 
         let end = start.saturating_add(WINDOW);
         for (id, path) in window(conn, start, end, true)? {
             let still_gone = gone.check(&path);
-            if !dry_run {
-                if still_gone {
-                    crate::simstore::forget(conn, &[id])?;
-                }
-                let sql = if still_gone {
-                    "DELETE FROM tracks WHERE id = $1"
-                } else {
-                    "UPDATE tracks SET missing_since = NULL WHERE id = $1"
-                };
-                conn.exec(sql, &[Val::I64(id)])?;
+            if !dry_run && still_gone {
+                let removed = crate::simstore::removal(conn, &[id])?;
+                conn.exec("DELETE FROM tracks WHERE id = $1", &[Val::I64(id)])?;
+                conn.query_many(&removed.statements())?;
+            } else if !dry_run {
+                conn.exec(
+                    "UPDATE tracks SET missing_since = NULL WHERE id = $1",
+                    &[Val::I64(id)],
+                )?;
             }
             deleted += u64::from(still_gone);
         }

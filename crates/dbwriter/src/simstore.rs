@@ -101,9 +101,10 @@ pub(crate) fn select_rows(ids: &[Val]) -> Vec<Stmt> {
         .collect()
 }
 
-/// Takes the tracks `ids` out of the statistics before they are deleted (their rows go with
-/// them, by cascade).
-pub(crate) fn forget(conn: &mut dyn Conn, ids: &[i64]) -> Result<(), DbError> {
+/// What taking the tracks `ids` out of the statistics changes: read before they are deleted
+/// (their rows go with them, by cascade), applied after ([`Delta::statements`]), so a prune
+/// takes the statistics' row locks last, as a store does.
+pub(crate) fn removal(conn: &mut dyn Conn, ids: &[i64]) -> Result<Delta, DbError> {
     let ids: Vec<Val> = ids.iter().map(|i| Val::I64(*i)).collect();
     let mut delta = Delta::default();
     for rows in conn.query_many(&select_rows(&ids))? {
@@ -111,8 +112,7 @@ pub(crate) fn forget(conn: &mut dyn Conn, ids: &[i64]) -> Result<(), DbError> {
             delta.apply(r[0].bytes().unwrap_or_default(), -1);
         }
     }
-    conn.query_many(&delta.statements())?;
-    Ok(())
+    Ok(delta)
 }
 
 /// Writes the stored row of every analysed track that has features, and the statistics, from

@@ -157,12 +157,7 @@ pub(crate) fn write_batch(
     }
     let id_vals: Vec<Val> = ids.iter().map(|i| Val::I64(*i)).collect();
     // The statistics lose what the replaced rows gave them and gain what the new ones give.
-    let mut delta = simstore::Delta::default();
-    for rows in conn.query_many(&simstore::select_rows(&id_vals))? {
-        for r in rows {
-            delta.apply(r[0].bytes().unwrap_or_default(), -1);
-        }
-    }
+    let mut delta = simstore::removal(conn, &ids)?;
     for table in ["track_artists", "features", "embeddings", "similarity"] {
         delete_in(&mut second, table, "track_id", &id_vals);
     }

@@ -381,6 +381,19 @@ mod tests {
     }
 
     #[test]
+    fn absurd_values_are_stored_as_unknown() {
+        let mut a = record();
+        let f = a.features.as_mut().unwrap();
+        f.spectral_flux.mean = 3e38;
+        f.loudness_range_lu = -2e4;
+        f.silence_ratio = 0.25;
+        let bytes = encode(&a).unwrap();
+        let raw = StoredView::parse(&bytes).unwrap().raws();
+        assert!(raw[5].is_nan() && raw[26].is_nan(), "{raw:?}");
+        assert_eq!(raw[9], 0.25);
+    }
+
+    #[test]
     fn a_damaged_row_is_refused_not_misread() {
         let bytes = encode(&record()).unwrap();
         assert!(encode(&TrackAnalysis::default()).is_none());

@@ -55,6 +55,13 @@ pub const STAT_DIMS: usize = 27;
 pub const TIMBRE_DIMS: usize = 26;
 const LRA: usize = 26;
 
+/// Largest magnitude a raw value may have; beyond it the value is unknown. Every value is a
+/// logarithm, a ratio or a small spectral measure (real tracks stay within ±20), and the library
+/// statistics are sums of squares that tracks are added to and taken from: one value of 10³⁸
+/// would leave rounding noise larger than every real variance even after its track is gone,
+/// while 10⁴ squared, over ten million tracks, stays within f64's exact range.
+pub const RAW_LIMIT: f32 = 1e4;
+
 /// Library statistics of the z-scored dimensions.
 pub type LibraryStats = RunningStats<STAT_DIMS>;
 /// [`LibraryStats`] ready for standardising many tracks ([`RunningStats::standard`]).
@@ -276,6 +283,13 @@ pub(crate) fn base(a: &TrackAnalysis) -> Option<([f32; STAT_DIMS], [f32; 12], f3
             }
         }
         _ => {}
+    }
+    // A value no real track has (a worker's lie, a broken decoder) is unknown: it would also
+    // swamp the library's sums of squares for good (see `RAW_LIMIT`).
+    for r in &mut raw {
+        if !(r.abs() <= RAW_LIMIT) {
+            *r = f32::NAN;
+        }
     }
     let dsp = shares(&f.chroma);
     let model = find(PITCH_CLASS).and_then(|e| shares(&e.values));
