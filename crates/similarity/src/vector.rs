@@ -287,7 +287,7 @@ pub(crate) fn base(a: &TrackAnalysis) -> Option<([f32; STAT_DIMS], [f32; 12], f3
     // A value no real track has (a worker's lie, a broken decoder) is unknown: it would also
     // swamp the library's sums of squares for good (see `RAW_LIMIT`).
     for r in &mut raw {
-        if !(r.abs() <= RAW_LIMIT) {
+        if r.is_nan() || r.abs() > RAW_LIMIT {
             *r = f32::NAN;
         }
     }
