@@ -74,6 +74,7 @@ pub struct FrameAnalyzer {
     mag_scale: f32,
     /// Runs of consecutive bins in the same timbre band.
     band_runs: Vec<(usize, usize, usize)>,
+    pitch: Arc<chroma::PitchTable>,
     // Accumulators.
     samples: u64,
     silent_samples: u64,
@@ -100,6 +101,7 @@ struct Tables {
     window: Vec<f32>,
     mag_scale: f32,
     band_runs: Vec<(usize, usize, usize)>,
+    pitch: Arc<chroma::PitchTable>,
 }
 
 thread_local! {
@@ -147,6 +149,7 @@ impl Tables {
             window,
             mag_scale: 2.0 / window_sum,
             band_runs: runs(&band_of_bin),
+            pitch: Arc::new(chroma::PitchTable::new(bin_hz, bins)),
         }
     }
 }
@@ -159,6 +162,7 @@ impl FrameAnalyzer {
             window,
             mag_scale,
             band_runs,
+            pitch,
             ..
         } = Tables::for_rate(rate);
         let rate = f64::from(rate);
@@ -181,6 +185,7 @@ impl FrameAnalyzer {
             bin_scratch: Vec::with_capacity(bins),
             mag_scale,
             band_runs,
+            pitch,
             samples: 0,
             silent_samples: 0,
             centroid: RunningStat::default(),
@@ -332,7 +337,8 @@ impl FrameAnalyzer {
                 self.flux.add(spectral::flux(&self.norm, &self.prev_norm));
             }
             self.zcr.add(f64::from(crossings) / n as f64);
-            let pitch = chroma::peak_chroma(&self.mag, &self.power, bin_hz, &mut self.bin_scratch);
+            let pitch =
+                chroma::peak_chroma(&self.mag, &self.power, &self.pitch, &mut self.bin_scratch);
             chroma::accumulate(&pitch, &mut self.chroma);
             for (acc, &v) in self.bands.iter_mut().zip(&band[..BANDS]) {
                 *acc += (f64::from(v) + 1e-10).log10();

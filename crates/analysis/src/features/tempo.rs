@@ -15,7 +15,9 @@ const PEAK_HALF: usize = 3;
 /// Streaming tempo and onset analysis.
 pub struct TempoTracker {
     fps: f64,
-    /// Ring of past detrended values, `MAX_LAG + 1` long.
+    /// Ring of past detrended values, `MAX_LAG + 1` long, stored twice over (value `i` at
+    /// `i % len` and `i % len + len`), so the newest `MAX_LAG + 1` values are always one
+    /// contiguous slice and the autocorrelation update is one vectorisable pass.
     hist: Vec<f64>,
     /// Ring of past raw values for the moving average.
     raw: Vec<f64>,
@@ -33,7 +35,7 @@ impl TempoTracker {
     pub fn new(fps: f64) -> Self {
         TempoTracker {
             fps,
-            hist: vec![0.0; MAX_LAG + 1],
+            hist: vec![0.0; 2 * (MAX_LAG + 1)],
             raw: vec![0.0; AVG_FRAMES],
             raw_sum: 0.0,
             ac: vec![0.0; MAX_LAG + 1],
@@ -58,12 +60,16 @@ impl TempoTracker {
         let n = (self.t + 1).min(AVG_FRAMES) as f64;
         let x = (onset - self.raw_sum / n).max(0.0);
 
-        let len = self.hist.len();
-        self.hist[self.t % len] = x;
+        let len = MAX_LAG + 1;
+        let p = self.t % len;
+        self.hist[p] = x;
+        self.hist[p + len] = x;
         self.sum_x += x;
         let avail = self.t.min(MAX_LAG);
-        for lag in 0..=avail {
-            self.ac[lag] += x * self.hist[(self.t + len - lag) % len];
+        // Lag `l` pairs x with the value at `p + len - l`: the slice read backwards.
+        let past = &self.hist[p + len - avail..=p + len];
+        for (a, &h) in self.ac[..=avail].iter_mut().zip(past.iter().rev()) {
+            *a += x * h;
         }
         self.pick_peak();
         self.ema += (x - self.ema) / 64.0;
@@ -76,7 +82,7 @@ impl TempoTracker {
         if self.t < 2 * PEAK_HALF {
             return;
         }
-        let len = self.hist.len();
+        let len = MAX_LAG + 1;
         let at = |i: usize| self.hist[i % len];
         let c = self.t - PEAK_HALF;
         let v = at(c);
