@@ -8,8 +8,11 @@ use crate::stats::{RunningStats, Standard};
 use crate::stored::StoredView;
 use trackmill_types::analysis::{Features, TrackAnalysis};
 
-/// Version of the vector layout and weights. Bump it when vectors built by this code would
-/// change, so that stored or cached vectors of an older version are rebuilt.
+/// Version of the vector layout, weights and stored form ([`crate::stored`]). Bump it when
+/// vectors or stored rows built by this code would change, together with a schema migration
+/// that writes the rows and statistics again (`trackmill_dbwriter`'s backfill): rows of another
+/// version are not read, so until that migration runs a query finds nothing, never a vector
+/// built by other rules.
 pub const SIMILARITY_VERSION: u32 = 1;
 
 /// The DSP fingerprint's model name and size (crates/analysis: 38 floats, dims 12–27 the band shape).
