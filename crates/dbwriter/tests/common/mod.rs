@@ -172,9 +172,12 @@ impl Client {
             pid: std::process::id(),
             roots: roots.iter().map(|r| CleanText::new(r)).collect(),
         });
-        match self.recv() {
+        // A writer that finds the database busy while it connects (another writer migrating the
+        // same new file) reports it as retrying and tries again; that is not this call's answer.
+        let mut retried = Vec::new();
+        match self.recv_skip_errors(&mut retried) {
             FromDb::RunStarted { run_id } => run_id,
-            other => panic!("expected RunStarted, got {other:?}"),
+            other => panic!("expected RunStarted, got {other:?} (after {retried:?})"),
         }
     }
 
