@@ -68,15 +68,9 @@ impl Drop for PgSchema {
 
 /// Runs `sql` (simple protocol, several statements allowed) on a fresh connection.
 pub fn pg_rows(sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(PG_BASE, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        let client = connect().await?;
         let msgs = client.simple_query(sql).await.map_err(|e| e.to_string())?;
         Ok(msgs
             .into_iter()
@@ -97,17 +91,27 @@ pub struct TableLock {
     client: tokio_postgres::Client,
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A client of the test database; its connection runs on the current runtime.
+async fn connect() -> Result<tokio_postgres::Client, String> {
+    let (client, conn) = tokio_postgres::connect(PG_BASE, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
 impl TableLock {
     pub fn take(schema: &str, table: &str) -> TableLock {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let client = rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(PG_BASE, tokio_postgres::NoTls)
-                .await
-                .expect("connect to PostgreSQL");
-            tokio::spawn(conn);
+            let client = connect().await.expect("connect to PostgreSQL");
             client
                 .batch_execute(&format!(
                     "BEGIN; LOCK TABLE {schema}.{table} IN ACCESS EXCLUSIVE MODE"

@@ -83,6 +83,24 @@ pub(crate) fn key_range(
     Ok(row.and_then(|r| Some((r[0].i64()?, r[1].i64()?))))
 }
 
+/// The answers of `N` statements sent together ([`Conn::query_many`]), one per statement.
+pub(crate) fn query_each<const N: usize>(
+    conn: &mut dyn Conn,
+    stmts: [Stmt; N],
+) -> Result<[Vec<Vec<Val>>; N], DbError> {
+    conn.query_many(&stmts)?
+        .try_into()
+        .map_err(|got: Vec<_>| DbError::Schema(format!("{N} answers expected, got {}", got.len())))
+}
+
+/// The number a `SELECT COUNT(*) …` without parameters answers.
+pub(crate) fn count(conn: &mut dyn Conn, sql: &str) -> Result<u64, DbError> {
+    Ok(conn
+        .query_one(sql, &[])?
+        .and_then(|r| r.first().and_then(Val::i64))
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
 pub(crate) fn local_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

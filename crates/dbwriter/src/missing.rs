@@ -176,11 +176,8 @@ pub(crate) fn prune(conn: &mut dyn Conn, dry_run: bool) -> Result<u64, DbError> 
 
 /// Tracks marked missing.
 pub(crate) fn count(conn: &mut dyn Conn) -> Result<u64, DbError> {
-    let row = conn.query_one(
+    crate::conn::count(
+        conn,
         "SELECT COUNT(*) FROM tracks WHERE missing_since IS NOT NULL",
-        &[],
-    )?;
-    Ok(row
-        .and_then(|r| r[0].i64())
-        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    )
 }

@@ -440,6 +440,14 @@ fn substitute(text: &str, d: Dialect) -> String {
     sql
 }
 
+/// The newest migration recorded (0 when none is).
+pub(crate) fn version(conn: &mut dyn Conn) -> Result<i64, DbError> {
+    Ok(conn
+        .query_one("SELECT MAX(version) FROM schema_migrations", &[])?
+        .and_then(|r| r.first().and_then(Val::i64))
+        .unwrap_or(0))
+}
+
 /// Applies every migration not yet recorded. Safe to run concurrently from several writers.
 pub(crate) fn migrate(conn: &mut dyn Conn) -> Result<(), DbError> {
     migrate_to(conn, SCHEMA_VERSION)
@@ -470,10 +478,7 @@ fn apply(conn: &mut dyn Conn, d: Dialect, target: i64) -> Result<(), DbError> {
                 applied_at BIGINT NOT NULL
             )",
         )?;
-        let current = c
-            .query_one("SELECT MAX(version) FROM schema_migrations", &[])?
-            .and_then(|r| r.first().and_then(Val::i64))
-            .unwrap_or(0);
+        let current = version(c)?;
         if current > SCHEMA_VERSION {
             return Err(DbError::Schema(format!(
                 "database schema version {current} is newer than this trackmill ({SCHEMA_VERSION}); upgrade trackmill"

@@ -40,11 +40,6 @@ fn opt_text(v: &Val) -> Option<String> {
     v.str().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
-fn count_of(row: Option<Vec<Val>>) -> u64 {
-    row.and_then(|r| r.first().and_then(Val::i64))
-        .map_or(0, |n| u64::try_from(n).unwrap_or(0))
-}
-
 impl TrackReader {
     /// Opens the database, applying migrations as every reader does.
     pub fn open(url: &DbUrl) -> Result<Self, DbError> {
@@ -59,12 +54,8 @@ impl TrackReader {
     /// writer migrates it when it starts).
     pub fn open_read_only(url: &DbUrl) -> Result<Self, DbError> {
         let mut conn = open_read_only(url).map_err(|e| annotate(url, e))?;
-        let version = conn
-            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
-            .ok()
-            .flatten()
-            .and_then(|r| r.first().and_then(Val::i64))
-            .unwrap_or(0);
+        // No migrations table yet reads as version 0: nothing was ever migrated.
+        let version = crate::schema::version(conn.as_mut()).unwrap_or(0);
         if version < crate::SCHEMA_VERSION {
             return Err(DbError::Schema(format!(
                 "the database's schema is version {version}, this trackmill reads version {}: \
@@ -77,10 +68,10 @@ impl TrackReader {
 
     /// Number of analysed tracks (those whose files are missing left out).
     pub fn count(&mut self) -> Result<u64, DbError> {
-        Ok(count_of(self.conn.query_one(
+        crate::conn::count(
+            self.conn.as_mut(),
             "SELECT COUNT(*) FROM tracks WHERE status = 'analyzed' AND missing_since IS NULL",
-            &[],
-        )?))
+        )
     }
 
     /// The library statistics of every stored track (those marked missing included: they are
@@ -92,19 +83,14 @@ impl TrackReader {
         )?;
         let (mut n, mut sum, mut sum_sq) =
             ([0u64; STAT_DIMS], [0f64; STAT_DIMS], [0f64; STAT_DIMS]);
-        let real = |v: &Val| match v {
-            Val::F64(f) => *f,
-            Val::I64(i) => *i as f64,
-            _ => 0.0,
-        };
         for r in rows {
             let Some(i) = r[0].i64().and_then(|i| usize::try_from(i).ok()) else {
                 continue;
             };
             if i < STAT_DIMS {
                 n[i] = r[1].i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-                sum[i] = real(&r[2]);
-                sum_sq[i] = real(&r[3]);
+                sum[i] = r[2].f64().unwrap_or(0.0);
+                sum_sq[i] = r[3].f64().unwrap_or(0.0);
             }
         }
         Ok(LibraryStats::from_sums(&n, &sum, &sum_sq))
@@ -122,9 +108,9 @@ impl TrackReader {
         let range = vec![Val::I64(after), Val::I64(upto)];
         let mut with_version = range.clone();
         with_version.push(Val::I64(VERSION));
-        let [rows, missing]: [Vec<Vec<Val>>; 2] = self
-            .conn
-            .query_many(&[
+        let [rows, missing] = crate::conn::query_each(
+            self.conn.as_mut(),
+            [
                 (
                     "SELECT track_id, data FROM similarity \
                      WHERE track_id > $1 AND track_id <= $2 AND version = $3 ORDER BY track_id"
@@ -137,9 +123,8 @@ impl TrackReader {
                         .to_owned(),
                     range,
                 ),
-            ])?
-            .try_into()
-            .map_err(|_| DbError::Schema("two answers expected".into()))?;
+            ],
+        )?;
         let missing: std::collections::HashSet<i64> =
             missing.iter().filter_map(|r| r[0].i64()).collect();
         Ok(rows
@@ -173,9 +158,9 @@ impl TrackReader {
 
     /// Path and tags of track `id`.
     pub fn meta(&mut self, id: i64) -> Result<Option<TrackMeta>, DbError> {
-        let [track, artist]: [Vec<Vec<Val>>; 2] = self
-            .conn
-            .query_many(&[
+        let [track, artist] = crate::conn::query_each(
+            self.conn.as_mut(),
+            [
                 (
                     "SELECT t.id, t.path, t.title, t.album, t.album_artist, \
                      COALESCE(t.duration_s, t.decoded_s) FROM tracks t WHERE t.id = $1"
@@ -188,9 +173,8 @@ impl TrackReader {
                         .to_owned(),
                     vec![Val::I64(id)],
                 ),
-            ])?
-            .try_into()
-            .map_err(|_| DbError::Schema("two answers expected".into()))?;
+            ],
+        )?;
         let Some(row) = track.first() else {
             return Ok(None);
         };
@@ -200,11 +184,7 @@ impl TrackReader {
             title: opt_text(&row[2]),
             album: opt_text(&row[3]),
             album_artist: opt_text(&row[4]),
-            duration_s: match row[5] {
-                Val::F64(f) => Some(f),
-                Val::I64(i) => Some(i as f64),
-                _ => None,
-            },
+            duration_s: row[5].f64(),
             artist: artist.first().and_then(|r| opt_text(&r[0])),
         }))
     }

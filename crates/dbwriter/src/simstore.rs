@@ -70,17 +70,15 @@ impl Delta {
 }
 
 /// The stored row of an analysed record (`None` without features), as
-/// `(track_id, version, data)` values.
-pub(crate) fn row(track_id: i64, a: &TrackAnalysis) -> Option<(Vec<Val>, Vec<u8>)> {
+/// `(track_id, version, data)` values; what it gives the statistics is added to `delta`.
+pub(crate) fn row(track_id: i64, a: &TrackAnalysis, delta: &mut Delta) -> Option<Vec<Val>> {
     let data = encode(a)?;
-    Some((
-        vec![
-            Val::I64(track_id),
-            Val::I64(VERSION),
-            Val::Bytes(data.clone()),
-        ],
-        data,
-    ))
+    delta.apply(&data, 1);
+    Some(vec![
+        Val::I64(track_id),
+        Val::I64(VERSION),
+        Val::Bytes(data),
+    ])
 }
 
 /// `SELECT data FROM similarity` for `ids` (this version's rows), cut into lists.
@@ -132,8 +130,9 @@ pub(crate) fn backfill(conn: &mut dyn Conn) -> Result<u64, DbError> {
     while start < last {
         let end = start.saturating_add(WINDOW);
         let range = [Val::I64(start), Val::I64(end)];
-        let [tracks, artists, embeddings]: [Vec<Vec<Val>>; 3] = conn
-            .query_many(&[
+        let [tracks, artists, embeddings] = crate::conn::query_each(
+            conn,
+            [
                 (
                     format!(
                         "SELECT t.id, t.album, t.album_artist, COALESCE(t.duration_s, t.decoded_s), \
@@ -155,9 +154,8 @@ pub(crate) fn backfill(conn: &mut dyn Conn) -> Result<u64, DbError> {
                         .to_owned(),
                     range.to_vec(),
                 ),
-            ])?
-            .try_into()
-            .map_err(|_| DbError::Schema("backfill: three answers expected".into()))?;
+            ],
+        )?;
         let mut records: std::collections::BTreeMap<i64, TrackAnalysis> = tracks
             .iter()
             .filter_map(|r| {
@@ -171,11 +169,7 @@ pub(crate) fn backfill(conn: &mut dyn Conn) -> Result<u64, DbError> {
                 };
                 a.tags.album = r[1].str().map(CleanText::new);
                 a.tags.album_artist = r[2].str().map(CleanText::new);
-                a.audio.duration_s = match r[3] {
-                    Val::F64(d) => Some(d),
-                    Val::I64(d) => Some(d as f64),
-                    _ => None,
-                };
+                a.audio.duration_s = r[3].f64();
                 Some((r[0].i64()?, a))
             })
             .collect();
@@ -201,13 +195,10 @@ pub(crate) fn backfill(conn: &mut dyn Conn) -> Result<u64, DbError> {
             }
         }
         let mut delta = Delta::default();
-        let mut rows = Vec::new();
-        for (id, a) in &records {
-            if let Some((r, data)) = row(*id, a) {
-                delta.apply(&data, 1);
-                rows.push(r);
-            }
-        }
+        let rows: Vec<Vec<Val>> = records
+            .iter()
+            .filter_map(|(id, a)| row(*id, a, &mut delta))
+            .collect();
         written += rows.len() as u64;
         let mut stmts = Vec::new();
         crate::store::insert_rows(

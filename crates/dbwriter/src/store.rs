@@ -181,10 +181,7 @@ pub(crate) fn write_batch(
             if let Some(f) = &a.features {
                 features.push(feature_row(track_id, f)?);
             }
-            if let Some((row, data)) = simstore::row(track_id, a) {
-                delta.apply(&data, 1);
-                similarity.push(row);
-            }
+            similarity.extend(simstore::row(track_id, a, &mut delta));
             let mut models = std::collections::HashSet::new();
             for e in a.embeddings.iter().rev() {
                 if models.insert(e.model.as_str()) {

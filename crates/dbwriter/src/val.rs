@@ -51,6 +51,15 @@ impl Val {
         }
     }
 
+    /// A number as f64 (SQLite hands a whole REAL back as an integer).
+    pub fn f64(&self) -> Option<f64> {
+        match self {
+            Val::F64(f) => Some(*f),
+            Val::I64(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
     pub fn str(&self) -> Option<&str> {
         match self {
             Val::Text(s) => Some(s),

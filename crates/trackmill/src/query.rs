@@ -187,17 +187,11 @@ impl Lookup<'_> {
 /// the vector.
 type Visit<'f> = dyn FnMut(&mut Lookup<'_>, i64, &StoredView<'_>, &[f32]) + 'f;
 
-/// A seed: what is shown, its stored row and its vector.
+/// A seed: what is shown, what a mix groups and matches it by, and its vector.
 struct Seed {
     meta: Meta,
-    data: Vec<u8>,
+    info: MixInfo,
     vector: Vec<f32>,
-}
-
-impl Seed {
-    fn view(&self) -> StoredView<'_> {
-        StoredView::parse(&self.data).expect("parsed when the seed was read")
-    }
 }
 
 /// An open library: the reader, the vector space and the library's statistics.
@@ -236,14 +230,17 @@ impl Library {
             .reader
             .seed(abs.as_os_str().as_bytes())
             .map_err(db_error)?;
-        let Some((t, data)) = found.filter(|(_, d)| StoredView::parse(d).is_some()) else {
+        let Some((t, data)) = found else {
             return Err(QueryError::NotFound(abs));
         };
-        let view = StoredView::parse(&data).expect("checked above");
+        let Some(view) = StoredView::parse(&data) else {
+            return Err(QueryError::NotFound(abs));
+        };
         let mut vector = Vec::new();
         self.space.vector_stored(&view, &self.stats, &mut vector);
+        let info = mix_info(t.id, &view);
         let meta = Meta::new(t, &view);
-        Ok(Seed { meta, data, vector })
+        Ok(Seed { meta, info, vector })
     }
 
     /// Every analysed track whose file is not marked missing: its id, stored row and vector,
@@ -335,10 +332,10 @@ pub fn similar(
 ) -> Result<Answer, QueryError> {
     let seed = lib.seed(file)?;
     let bpms = [seed.meta.bpm];
-    let seed_group = seed.view().artist().map(str::to_owned);
+    let seed_group = seed.info.artist.as_deref();
     let mut top: TopK<Meta> = TopK::new(n, (per_artist > 0).then_some(per_artist));
     lib.each(&mut |lookup, id, s, v| {
-        if id == seed.meta.id || (filter.seed_artist_only && s.artist() != seed_group.as_deref()) {
+        if id == seed.meta.id || (filter.seed_artist_only && s.artist() != seed_group) {
             return;
         }
         let dist = trackmill_similarity::distance(v, &seed.vector);
@@ -413,7 +410,7 @@ pub fn mix(
     let mut infos = Vec::new();
     for s in seeds {
         let seed = lib.seed(s)?;
-        infos.push((mix_info(seed.meta.id, &seed.view()), seed.vector.clone()));
+        infos.push((seed.info, seed.vector));
         metas.push(seed.meta);
     }
     let bpms: Vec<f32> = metas.iter().map(|m| m.bpm).collect();
