@@ -71,6 +71,7 @@ pub struct FrameAnalyzer {
     log_mag: Vec<f32>,
     prev_log_mag: Vec<f32>,
     bin_scratch: Vec<f32>,
+    chroma_scratch: chroma::ChromaScratch,
     mag_scale: f32,
     /// Runs of consecutive bins in the same timbre band.
     band_runs: Vec<(usize, usize, usize)>,
@@ -183,6 +184,7 @@ impl FrameAnalyzer {
             log_mag: vec![0.0; bins],
             prev_log_mag: vec![0.0; bins],
             bin_scratch: Vec::with_capacity(bins),
+            chroma_scratch: chroma::ChromaScratch::default(),
             mag_scale,
             band_runs,
             pitch,
@@ -261,16 +263,17 @@ impl FrameAnalyzer {
     /// `FFT_SIZE` samples.
     fn frame(&mut self) {
         let n = self.hop_buf.len();
-        let (mut energy, mut crossings) = (0.0f64, 0u32);
-        let mut prev = self.last_sample;
-        for &s in &self.hop_buf {
-            energy += f64::from(s) * f64::from(s);
-            if (s >= 0.0) != (prev >= 0.0) {
-                crossings += 1;
-            }
-            prev = s;
-        }
-        self.last_sample = prev;
+        let hop = &self.hop_buf[..];
+        let energy = spectral::lane_sum_f64(hop, hop, |s, _| f64::from(s) * f64::from(s));
+        // Sign changes, the first against the previous hop's last sample.
+        let changed = |p: f32, s: f32| u32::from((s >= 0.0) != (p >= 0.0));
+        let crossings = hop.first().map_or(0, |&s| changed(self.last_sample, s))
+            + hop
+                .iter()
+                .zip(hop.get(1..).unwrap_or(&[]))
+                .map(|(&p, &s)| changed(p, s))
+                .sum::<u32>();
+        self.last_sample = hop.last().copied().unwrap_or(self.last_sample);
         let rms = (energy / n as f64).sqrt();
         let silent = rms <= 0.0 || 20.0 * rms.log10() < SILENCE_DBFS;
         self.samples += n as u64;
@@ -338,7 +341,12 @@ impl FrameAnalyzer {
             }
             self.zcr.add(f64::from(crossings) / n as f64);
             let pitch =
-                chroma::peak_chroma(&self.mag, &self.power, &self.pitch, &mut self.bin_scratch);
+                chroma::peak_chroma(
+                    &self.mag,
+                    &self.power,
+                    &self.pitch,
+                    &mut self.chroma_scratch,
+                );
             chroma::accumulate(&pitch, &mut self.chroma);
             for (acc, &v) in self.bands.iter_mut().zip(&band[..BANDS]) {
                 *acc += (f64::from(v) + 1e-10).log10();

@@ -88,15 +88,29 @@ pub fn rolloff(power: &[f32], power_total: f64, bin_hz: f64) -> f64 {
 /// Euclidean norm of the positive part of the change between two unit-norm magnitude spectra
 /// (0 … √2).
 pub fn flux(norm_now: &[f32], norm_prev: &[f32]) -> f64 {
-    norm_now
-        .iter()
-        .zip(norm_prev)
-        .map(|(&a, &b)| {
-            let d = f64::from(a - b).max(0.0);
-            d * d
-        })
-        .sum::<f64>()
-        .sqrt()
+    lane_sum_f64(norm_now, norm_prev, |a, b| {
+        let d = f64::from(a - b).max(0.0);
+        d * d
+    })
+    .sqrt()
+}
+
+/// Σ f(a[i], b[i]) over the common length, in f64 and four interleaved lanes: a fixed order, so
+/// deterministic, and four independent additions at a time where one chain of dependent f64
+/// additions would wait on each one's latency.
+#[inline]
+pub fn lane_sum_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    for (x, y) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        for l in 0..4 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    let whole = n - n % 4;
+    let rest: f64 = a[whole..].iter().zip(&b[whole..]).map(|(&x, &y)| f(x, y)).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
 #[cfg(test)]
