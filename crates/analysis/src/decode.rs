@@ -7,6 +7,8 @@ use crate::loudness::{Loudness, LoudnessMeter};
 use crate::open::{map_err, Opened};
 use crate::options::Options;
 use crate::resample::MonoResampler;
+use symphonia::core::audio::sample::Sample;
+use symphonia::core::audio::{Audio, AudioBuffer, GenericAudioBufferRef};
 use symphonia::core::errors::Error as SymError;
 use trackmill_types::Stage;
 
@@ -172,19 +174,9 @@ pub fn decode(
                 })
             }
         };
-        buf.copy_to_vecs_planar::<f32>(&mut planes);
-        for p in planes.iter_mut() {
-            for s in p.iter_mut() {
-                if !s.is_finite() {
-                    *s = 0.0;
-                }
-            }
-        }
-        {
-            let slices: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
-            st.meter.add(&slices);
-        }
-        downmix(&planes, n, &mut mono);
+        let slices = as_f32_planes(&buf, &mut planes);
+        st.meter.add(&slices);
+        downmix(&slices, n, &mut mono);
         st.resampler.push(&mono, on_mono);
         frames += n as u64;
         if frames >= max_frames(rate) {
@@ -219,8 +211,56 @@ pub fn decode(
     })
 }
 
+/// The decoded planes as f32 with every non-finite sample made 0: the decoder's own planes
+/// when they are f32 and all finite (no copy), else converted into `owned`. The common integer
+/// formats are converted here rather than by symphonia's generic conversion, with the same
+/// values: i16 / 2^15 is exact, and an i32 rounded once to f32 then scaled by 2^-31 is the
+/// same correctly rounded value as symphonia's division in f64.
+fn as_f32_planes<'a>(
+    buf: &'a GenericAudioBufferRef<'_>,
+    owned: &'a mut Vec<Vec<f32>>,
+) -> Vec<&'a [f32]> {
+    fn convert<'a, S: Sample>(
+        b: &AudioBuffer<S>,
+        owned: &'a mut Vec<Vec<f32>>,
+        f: impl Fn(S) -> f32,
+    ) -> Vec<&'a [f32]> {
+        owned.resize_with(b.num_planes(), Vec::new);
+        for (dst, src) in owned.iter_mut().zip(b.iter_planes()) {
+            dst.clear();
+            dst.extend(src.iter().map(|&s| f(s)));
+        }
+        owned.iter().map(Vec::as_slice).collect()
+    }
+    let finite = |s: f32| if s.is_finite() { s } else { 0.0 };
+    match buf {
+        GenericAudioBufferRef::F32(b) => {
+            // A fold rather than `all`, so that the check vectorises instead of branching.
+            let clean = b
+                .iter_planes()
+                .all(|p| p.iter().fold(true, |ok, s| ok & s.is_finite()));
+            if clean {
+                b.iter_planes().collect()
+            } else {
+                convert(b, owned, finite)
+            }
+        }
+        GenericAudioBufferRef::S16(b) => convert(b, owned, |s| f32::from(s) / 32_768.0),
+        GenericAudioBufferRef::S32(b) => convert(b, owned, |s| s as f32 * (1.0 / 2_147_483_648.0)),
+        other => {
+            other.copy_to_vecs_planar::<f32>(owned);
+            for p in owned.iter_mut() {
+                for s in p.iter_mut() {
+                    *s = finite(*s);
+                }
+            }
+            owned.iter().map(Vec::as_slice).collect()
+        }
+    }
+}
+
 /// Mean of the channels (the first `n` samples of each plane) into `out`.
-fn downmix(planes: &[Vec<f32>], n: usize, out: &mut Vec<f32>) {
+fn downmix(planes: &[&[f32]], n: usize, out: &mut Vec<f32>) {
     out.clear();
     match planes {
         [] => {}

@@ -340,13 +340,12 @@ impl FrameAnalyzer {
                 self.flux.add(spectral::flux(&self.norm, &self.prev_norm));
             }
             self.zcr.add(f64::from(crossings) / n as f64);
-            let pitch =
-                chroma::peak_chroma(
-                    &self.mag,
-                    &self.power,
-                    &self.pitch,
-                    &mut self.chroma_scratch,
-                );
+            let pitch = chroma::peak_chroma(
+                &self.mag,
+                &self.power,
+                &self.pitch,
+                &mut self.chroma_scratch,
+            );
             chroma::accumulate(&pitch, &mut self.chroma);
             for (acc, &v) in self.bands.iter_mut().zip(&band[..BANDS]) {
                 *acc += (f64::from(v) + 1e-10).log10();

@@ -109,7 +109,11 @@ pub fn lane_sum_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
         }
     }
     let whole = n - n % 4;
-    let rest: f64 = a[whole..].iter().zip(&b[whole..]).map(|(&x, &y)| f(x, y)).sum();
+    let rest: f64 = a[whole..]
+        .iter()
+        .zip(&b[whole..])
+        .map(|(&x, &y)| f(x, y))
+        .sum();
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
