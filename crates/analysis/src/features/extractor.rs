@@ -334,8 +334,7 @@ impl FrameAnalyzer {
                 f64::from(power_total),
                 bin_hz,
             ));
-            self.flatness
-                .add(spectral::flatness(&self.power, &mut self.bin_scratch));
+            self.flatness.add(spectral::flatness(&self.power));
             if self.have_prev {
                 self.flux.add(spectral::flux(&self.norm, &self.prev_norm));
             }
