@@ -249,10 +249,8 @@ fn as_f32_planes<'a>(
         GenericAudioBufferRef::S32(b) => convert(b, owned, |s| s as f32 * (1.0 / 2_147_483_648.0)),
         other => {
             other.copy_to_vecs_planar::<f32>(owned);
-            for p in owned.iter_mut() {
-                for s in p.iter_mut() {
-                    *s = finite(*s);
-                }
+            for s in owned.iter_mut().flatten() {
+                *s = finite(*s);
             }
             owned.iter().map(Vec::as_slice).collect()
         }

@@ -5,15 +5,20 @@
 /// ln(f32::MIN_POSITIVE).
 #[inline]
 pub fn fast_ln(x: f32) -> f32 {
-    let x = x.max(f32::MIN_POSITIVE);
-    let bits = x.to_bits();
-    let exponent = ((bits >> 23) & 0xFF) as i32 - 127;
-    let m = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000); // mantissa in [1, 2)
-                                                                // ln(m) = 2 atanh(t), t = (m - 1) / (m + 1) in [0, 1/3).
+    let (exponent, m) = split(x.max(f32::MIN_POSITIVE));
+    // ln(m) = 2 atanh(t), t = (m - 1) / (m + 1) in [0, 1/3).
     let t = (m - 1.0) / (m + 1.0);
     let t2 = t * t;
     let series = t * (2.0 + t2 * (2.0 / 3.0 + t2 * (0.4 + t2 * (2.0 / 7.0 + t2 * (2.0 / 9.0)))));
     exponent as f32 * std::f32::consts::LN_2 + series
+}
+
+/// A normal positive `x` as (binary exponent e, mantissa m in [1, 2)), x = m · 2^e.
+#[inline]
+pub fn split(x: f32) -> (i32, f32) {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 23) & 0xFF) as i32 - 127;
+    (exponent, f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Per-frame spectral descriptors over a magnitude spectrum: centroid, rolloff, flatness, flux.
 
-use super::fastmath::fast_ln;
+use super::fastmath::{fast_ln, split};
 
 /// Share of spectral power below the rolloff frequency.
 pub const ROLLOFF_SHARE: f64 = 0.85;
@@ -80,9 +80,9 @@ pub fn ln_sum(x: &[f32], eps: f32) -> f64 {
         let mut mantissa = [1.0f32; LANES];
         let mut exponent = [0i32; LANES];
         let mut take = |l: usize, v: f32| {
-            let bits = (v + eps).max(f32::MIN_POSITIVE).to_bits();
-            exponent[l] += ((bits >> 23) & 0xFF) as i32 - 127;
-            mantissa[l] *= f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
+            let (e, m) = split((v + eps).max(f32::MIN_POSITIVE));
+            exponent[l] += e;
+            mantissa[l] *= m;
         };
         let chunks = group.chunks_exact(LANES);
         let rest = chunks.remainder();
