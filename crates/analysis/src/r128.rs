@@ -16,17 +16,24 @@ fn energy_to_lufs(e: f64) -> f64 {
     10.0 * e.log10() - 0.691
 }
 
-/// Blocks above the absolute gate, by loudness: count and summed energy per bin.
+/// Blocks above the absolute gate, by loudness: count and summed energy per bin. The bins are
+/// allocated with the first block and only the range of bins that holds blocks is ever read, so
+/// a short file costs no 8,000-bin clear and sum (its cost was most of a tiny file's analysis).
 struct Histogram {
     count: Vec<u64>,
     energy: Vec<f64>,
+    /// Every block so far lies in bins `lo..hi` (an empty range when there is none).
+    lo: usize,
+    hi: usize,
 }
 
 impl Histogram {
     fn new() -> Self {
         Histogram {
-            count: vec![0; HIST_BINS],
-            energy: vec![0.0; HIST_BINS],
+            count: Vec::new(),
+            energy: Vec::new(),
+            lo: HIST_BINS,
+            hi: 0,
         }
     }
 
@@ -34,10 +41,26 @@ impl Histogram {
     fn add(&mut self, energy: f64) {
         let l = energy_to_lufs(energy);
         if l >= ABS_GATE_LUFS {
+            if self.count.is_empty() {
+                self.count = vec![0; HIST_BINS];
+                self.energy = vec![0.0; HIST_BINS];
+            }
             let bin = Self::bin_of(energy);
             self.count[bin] += 1;
             self.energy[bin] += energy;
+            self.lo = self.lo.min(bin);
+            self.hi = self.hi.max(bin + 1);
         }
+    }
+
+    /// The bins at or above `from` that can hold blocks. Bins outside `lo..hi` are 0, so sums
+    /// over this range equal sums over all bins, bit for bit (adding 0 changes no sum).
+    fn used_from(&self, from: usize) -> std::ops::Range<usize> {
+        if self.hi == 0 {
+            return 0..0;
+        }
+        let start = from.max(self.lo);
+        start..self.hi.max(start)
     }
 
     /// Bin of an energy; energies below the absolute gate (or NaN) map to bin 0.
@@ -53,11 +76,12 @@ impl Histogram {
     /// First bin at or above the relative gate (`offset_lu` below the mean energy), or `None`
     /// when there are no blocks.
     fn gate(&self, offset_lu: f64) -> Option<usize> {
-        let n: u64 = self.count.iter().sum();
+        let used = self.used_from(0);
+        let n: u64 = self.count[used.clone()].iter().sum();
         if n == 0 {
             return None;
         }
-        let mean = self.energy.iter().sum::<f64>() / n as f64;
+        let mean = self.energy[used].iter().sum::<f64>() / n as f64;
         let threshold = mean * 10f64.powf(-offset_lu / 10.0);
         Some(Self::bin_of(threshold))
     }
@@ -170,7 +194,7 @@ impl R128 {
     pub fn integrated(&self) -> Option<f64> {
         let h = &self.blocks;
         let from = h.gate(10.0)?;
-        let (n, e) = (from..HIST_BINS).fold((0u64, 0.0f64), |(n, e), i| {
+        let (n, e) = h.used_from(from).fold((0u64, 0.0f64), |(n, e), i| {
             (n + h.count[i], e + h.energy[i])
         });
         (n > 0).then(|| energy_to_lufs(e / n as f64))
@@ -182,7 +206,8 @@ impl R128 {
         let Some(from) = h.gate(20.0) else {
             return 0.0;
         };
-        let n: u64 = h.count[from..].iter().sum();
+        let used = h.used_from(from);
+        let n: u64 = h.count[used.clone()].iter().sum();
         if n == 0 {
             return 0.0;
         }
@@ -190,8 +215,8 @@ impl R128 {
         let pick = |q: f64| {
             let target = (last * q + 0.5) as u64;
             let mut seen = 0u64;
-            for (i, &c) in h.count.iter().enumerate().skip(from) {
-                seen += c;
+            for i in used.clone() {
+                seen += h.count[i];
                 if seen > target {
                     return ABS_GATE_LUFS + (i as f64 + 0.5) * HIST_STEP;
                 }

@@ -10,7 +10,7 @@ pub mod sandbox;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
-use trackmill_types::procmem as rss;
+use trackmill_types::procmem::PeakMeter;
 use trackmill_types::{
     FileStats, FromWorker, Hello, Outcome, Role, StageTimes, ToWorker, EXIT_PROTOCOL, EXIT_RECYCLE,
 };
@@ -119,6 +119,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
         tracing::error!("worker: handshake failed: {e}");
         return EXIT_PROTOCOL;
     }
+    let mut peak = PeakMeter::open();
     let mut done = 0u32;
     loop {
         let job = match read_frame::<_, ToWorker>(&mut chan, MAX_FRAME) {
@@ -129,7 +130,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
                 return EXIT_PROTOCOL;
             }
         };
-        rss::reset_peak();
+        peak.reset();
         let started = Instant::now();
         let path = job.path.to_path_buf();
         let Worked {
@@ -153,7 +154,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
             audio_s,
             wall_us: started.elapsed().as_micros() as u64,
             stages,
-            peak_rss_bytes: rss::peak_bytes(),
+            peak_rss_bytes: peak.peak_bytes(),
         };
         done += 1;
         let last = done >= cfg.recycle_after || engine.wants_recycle() || model_failed;
