@@ -4,13 +4,22 @@ use crate::conn::{local_now_ms, Conn, Dialect};
 use crate::val::Val;
 use crate::DbError;
 use rusqlite::types::ValueRef;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub(crate) struct SqliteConn {
     path: PathBuf,
     conn: rusqlite::Connection,
     read_only: bool,
+    /// Statement texts already given SQLite's placeholders, by their shared text: the same
+    /// statements run for every batch, and rewriting a many-row insert each time cost more than
+    /// SQLite's own work for it.
+    rewritten: HashMap<String, String>,
 }
+
+/// Bytes of statement text kept rewritten (key and value); past this the cache starts again.
+/// Texts are few (one per statement and batch shape), but a many-row insert's is long.
+const REWRITTEN_MAX_BYTES: usize = 4 << 20;
 
 /// A connection that cannot write: the file must exist (its schema is the DB writer's to make).
 fn open_read_only(path: &Path) -> Result<rusqlite::Connection, DbError> {
@@ -57,6 +66,7 @@ impl SqliteConn {
             path: path.to_path_buf(),
             conn: open(path)?,
             read_only: false,
+            rewritten: HashMap::new(),
         })
     }
 
@@ -65,6 +75,7 @@ impl SqliteConn {
             path: path.to_path_buf(),
             conn: open_read_only(path)?,
             read_only: true,
+            rewritten: HashMap::new(),
         })
     }
 }
@@ -84,18 +95,32 @@ fn read(v: ValueRef<'_>) -> Val {
     }
 }
 
+impl SqliteConn {
+    /// A prepared statement for `sql` (written with `$N` placeholders).
+    fn prepare(&mut self, sql: &str) -> Result<rusqlite::CachedStatement<'_>, DbError> {
+        if !self.rewritten.contains_key(sql) {
+            let held: usize = self.rewritten.keys().map(|k| 2 * k.len()).sum();
+            if held + 2 * sql.len() > REWRITTEN_MAX_BYTES {
+                self.rewritten.clear();
+            }
+            self.rewritten.insert(sql.to_owned(), placeholders(sql));
+        }
+        Ok(self.conn.prepare_cached(&self.rewritten[sql])?)
+    }
+}
+
 impl Conn for SqliteConn {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
 
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, DbError> {
-        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        let mut st = self.prepare(sql)?;
         Ok(st.execute(rusqlite::params_from_iter(params.iter()))? as u64)
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, DbError> {
-        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        let mut st = self.prepare(sql)?;
         let n = st.column_count();
         let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
         let mut out = Vec::new();

@@ -6,6 +6,7 @@ use crate::conn::{Conn, Stmt};
 use crate::simstore;
 use crate::val::{opt, sha256, text, u64v, Val};
 use crate::{DbError, SqlKind};
+use std::fmt::Write as _;
 use trackmill_types::{
     Attempt, CleanText, Failure, FailureClass, Record, RecordOutcome, Stage, TrackAnalysis,
     WorkerEvent, ANALYZER_VERSION,
@@ -39,21 +40,22 @@ pub(crate) fn insert_rows(out: &mut Vec<Stmt>, head: &str, suffix: &str, rows: V
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Val>> = rows.by_ref().take(per).collect();
-        let mut groups = Vec::with_capacity(chunk.len());
+        // `{head} VALUES ($1, $2), ($3, $4) {suffix}`, written into one string.
+        let mut sql = String::with_capacity(head.len() + suffix.len() + chunk.len() * width * 7);
+        sql.push_str(head);
+        sql.push_str(" VALUES ");
         let mut n = 0;
-        for _ in &chunk {
-            let marks: Vec<String> = (0..width)
-                .map(|_| {
-                    n += 1;
-                    format!("${n}")
-                })
-                .collect();
-            groups.push(format!("({})", marks.join(", ")));
+        for row in 0..chunk.len() {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for col in 0..width {
+                n += 1;
+                let _ = write!(sql, "{}${n}", if col == 0 { "" } else { ", " });
+            }
+            sql.push(')');
         }
-        out.push((
-            format!("{head} VALUES {} {suffix}", groups.join(", ")),
-            chunk.into_iter().flatten().collect(),
-        ));
+        sql.push(' ');
+        sql.push_str(suffix);
+        out.push((sql, chunk.into_iter().flatten().collect()));
     }
 }
 

@@ -391,7 +391,8 @@ pub fn run(url: &DbUrl, chan: UnixStream, opts: WriterOptions) -> Result<(), DbE
     tracing::info!("db writer on {}", url.redacted());
 
     let (tx, rx) = mpsc::channel::<Result<ToDb, FrameError>>();
-    let mut reader = reader;
+    // Buffered: the records the supervisor sent in one write come in with one read.
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     let reader_thread = std::thread::Builder::new()
         .name("db-writer-reader".into())
         .spawn(move || loop {

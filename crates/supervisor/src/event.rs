@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
-use trackmill_types::frame::{read_frame_within, write_frame_async, FrameError, MAX_FRAME};
+use trackmill_types::frame::{encode, read_frame_within, FrameError, MAX_FRAME};
 use trackmill_types::{ControlCommand, ControlResponse, FromApi, FromDb, FromWorker};
 
 /// What a child's tasks report: a frame, a broken channel, or its end (always the last).
@@ -62,6 +62,10 @@ pub enum Event {
 /// milliseconds): part of a frame and then silence breaks the channel as a protocol error,
 /// instead of holding the file until its job deadline.
 pub const FRAME_STALL: Duration = Duration::from_secs(10);
+/// Queued frames sent to a child in one write, up to about this many bytes.
+const COALESCE_BYTES: usize = 256 << 10;
+/// The read buffer of a child's channel.
+const READ_BUFFER: usize = 64 << 10;
 
 /// Marker Rust's allocation-error handler prints before aborting.
 const OOM_MARKERS: [&str; 3] = [
@@ -89,12 +93,30 @@ where
     } = spawned;
     channel.set_nonblocking(true)?;
     let stream = UnixStream::from_std(channel)?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Buffered: the frames a child has already sent come in with one read, not two per frame.
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
 
     tokio::spawn(async move {
+        // Frames queued behind the first go out in the same write: one system call and one
+        // wake-up of the child for a burst of records, not one per frame.
+        let mut buf = Vec::new();
+        let mut unencodable = false;
         while let Some(msg) = rx.recv().await {
-            if write_frame_async(&mut wr, &msg).await.is_err() {
+            buf.clear();
+            let mut next = Some(msg);
+            while let Some(msg) = next.take() {
+                match encode(&msg) {
+                    Ok(frame) => buf.extend_from_slice(&frame),
+                    // As a failed write: the frames before it go out, then the channel closes.
+                    Err(_) => unencodable = true,
+                }
+                if !unencodable && buf.len() < COALESCE_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() || unencodable {
                 break;
             }
         }
