@@ -7,6 +7,7 @@ mod engine;
 mod faults;
 pub mod sandbox;
 
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use trackmill_types::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
@@ -106,7 +107,7 @@ fn work(engine: &mut Engine, path: &std::path::Path, follow_symlinks: bool, faul
 }
 
 /// Runs the worker loop on `chan` and returns the process exit code.
-pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
+pub fn run(chan: UnixStream, cfg: WorkerConfig) -> i32 {
     default_fatal_signals();
     tune_allocator();
     // Models load before the hello, so that no job (and no job deadline) waits on them.
@@ -115,14 +116,18 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
     if faults {
         faults::before_hello();
     }
-    if let Err(e) = write_frame(&mut chan, &FromWorker::Hello(Hello::new(Role::Worker))) {
+    // Jobs are read through a buffer (a frame in one read, not two); replies are written
+    // through the same socket, unbuffered.
+    let mut jobs = BufReader::new(&chan);
+    let mut replies = &chan;
+    if let Err(e) = write_frame(&mut replies, &FromWorker::Hello(Hello::new(Role::Worker))) {
         tracing::error!("worker: handshake failed: {e}");
         return EXIT_PROTOCOL;
     }
     let mut peak = PeakMeter::open();
     let mut done = 0u32;
     loop {
-        let job = match read_frame::<_, ToWorker>(&mut chan, MAX_FRAME) {
+        let job = match read_frame::<_, ToWorker>(&mut jobs, MAX_FRAME) {
             Ok(ToWorker::Job(job)) => job,
             Ok(ToWorker::Shutdown) | Err(FrameError::Closed) => return 0,
             Err(e) => {
@@ -142,7 +147,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
         } = match work(&mut engine, &path, cfg.follow_symlinks, faults) {
             Work::Done(w) => w,
             Work::Lie(lie) => {
-                if let Err(e) = faults::lie(lie, &mut chan, job.id) {
+                if let Err(e) = faults::lie(lie, &mut replies, job.id) {
                     tracing::error!("worker: could not send the lie: {e}");
                     return EXIT_PROTOCOL;
                 }
@@ -164,7 +169,7 @@ pub fn run(mut chan: UnixStream, cfg: WorkerConfig) -> i32 {
             stats,
             last,
         };
-        if let Err(e) = write_frame(&mut chan, &reply) {
+        if let Err(e) = write_frame(&mut replies, &reply) {
             tracing::error!("worker: could not send result: {e}");
             return EXIT_PROTOCOL;
         }
