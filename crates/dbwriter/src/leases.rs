@@ -25,33 +25,48 @@ struct Stored {
     missing: bool,
 }
 
-fn lookup(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<Stored, DbError> {
-    let Some(row) = conn.query_one(
-        "SELECT size, mtime_ns, status, analyzer_version, models, missing_since FROM tracks \
-         WHERE path_sha = $1",
-        &[sha256(f.path.as_bytes())],
-    )?
-    else {
-        return Ok(Stored {
-            done: false,
-            missing: false,
-        });
+/// The columns of a track row that [`Stored::of`] reads, in its order (a macro, so that the
+/// statements that read them are constant text).
+macro_rules! stored_cols {
+    () => {
+        "t.size, t.mtime_ns, t.status, t.analyzer_version, t.models, t.missing_since"
     };
-    let same = row[0].i64() == u64v(f.size).i64() && row[1].i64() == Some(f.mtime_ns);
-    let done = same
-        && match row[2].str() {
-            // A row written by a newer analyser also counts: an older binary must not overwrite it.
-            Some("analyzed") => {
-                row[3].i64().unwrap_or(0) >= i64::from(policy.analyzer_version)
-                    && has_models(&row[4], &policy.models)
-            }
-            Some(_) => !policy.retry_failed,
-            None => false,
-        };
-    Ok(Stored {
-        done,
-        missing: row[5].i64().is_some(),
-    })
+}
+
+fn lookup(conn: &mut dyn Conn, f: &FileKey, policy: &CheckPolicy) -> Result<Stored, DbError> {
+    let row = conn.query_one(
+        concat!(
+            "SELECT ",
+            stored_cols!(),
+            " FROM tracks t WHERE t.path_sha = $1"
+        ),
+        &[sha256(f.path.as_bytes())],
+    )?;
+    Ok(Stored::of(row.as_deref().unwrap_or(&[]), f, policy))
+}
+
+impl Stored {
+    /// From the `stored_cols!` columns of `f`'s row; no row (or all of them NULL) is neither
+    /// done nor missing.
+    fn of(row: &[Val], f: &FileKey, policy: &CheckPolicy) -> Stored {
+        let col = |i: usize| row.get(i).unwrap_or(&Val::Null);
+        let same = col(0).i64() == u64v(f.size).i64() && col(1).i64() == Some(f.mtime_ns);
+        let done = same
+            && match col(2).str() {
+                // A row written by a newer analyser also counts: an older binary must not
+                // overwrite it.
+                Some("analyzed") => {
+                    col(3).i64().unwrap_or(0) >= i64::from(policy.analyzer_version)
+                        && has_models(col(4), &policy.models)
+                }
+                Some(_) => !policy.retry_failed,
+                None => false,
+            };
+        Stored {
+            done,
+            missing: col(5).i64().is_some(),
+        }
+    }
 }
 
 /// True when a stored row makes this file need no work under `policy`.
@@ -123,23 +138,34 @@ fn acquire(
     Ok(Verdict::Busy)
 }
 
-/// True when another live run (lease not expired, run still running) holds `f`. Reads only.
-fn held_elsewhere(
+/// The stored row of `f` and the lease on it, in one query (a checkpoint without leasing asks
+/// both of every file): the `stored_cols!` columns, then the lease's run, expiry and run status,
+/// all NULL where there is no such row.
+fn lookup_with_lease(
     conn: &mut dyn Conn,
-    run_id: i64,
     f: &FileKey,
+    policy: &CheckPolicy,
+    run_id: i64,
     now: i64,
-) -> Result<bool, DbError> {
-    let held = conn.query_one(
-        "SELECT l.run_id, l.expires_at, r.status FROM leases l \
-         LEFT JOIN runs r ON r.id = l.run_id WHERE l.path_sha = $1",
-        &[sha256(f.path.as_bytes())],
-    )?;
-    Ok(held.is_some_and(|h| {
-        h[0].i64() != Some(run_id)
-            && h[1].i64().unwrap_or(0) >= now
-            && h[2].str() == Some("running")
-    }))
+) -> Result<(Stored, bool), DbError> {
+    let row = conn
+        .query_one(
+            concat!(
+                "SELECT ",
+                stored_cols!(),
+                ", l.run_id, l.expires_at, r.status FROM (SELECT 1) AS one \
+                 LEFT JOIN tracks t ON t.path_sha = $1 LEFT JOIN leases l ON l.path_sha = $1 \
+                 LEFT JOIN runs r ON r.id = l.run_id"
+            ),
+            &[sha256(f.path.as_bytes())],
+        )?
+        .unwrap_or_default();
+    let col = |i: usize| row.get(i).unwrap_or(&Val::Null);
+    // Another live run holds it.
+    let held_elsewhere = col(6).i64().is_some_and(|holder| holder != run_id)
+        && col(7).i64().unwrap_or(0) >= now
+        && col(8).str() == Some("running");
+    Ok((Stored::of(&row, f, policy), held_elsewhere))
 }
 
 /// The checkpoint for `files`: `Done`, `Busy` (another live run holds it) or `Todo`. With
@@ -161,7 +187,11 @@ pub(crate) fn check(
     let mut verdicts = vec![Verdict::Busy; files.len()];
     for i in order {
         let f = &files[i];
-        let stored = lookup(conn, f, policy)?;
+        let (stored, held_elsewhere) = if lease {
+            (lookup(conn, f, policy)?, false)
+        } else {
+            lookup_with_lease(conn, f, policy, run_id, now)?
+        };
         if stored.missing {
             // The scanner found it: the file is back (a disk remounted, a folder restored).
             crate::missing::mark_present(conn, f)?;
@@ -169,7 +199,7 @@ pub(crate) fn check(
         verdicts[i] = if stored.done {
             Verdict::Done
         } else if !lease {
-            if held_elsewhere(conn, run_id, f, now)? {
+            if held_elsewhere {
                 Verdict::Busy
             } else {
                 Verdict::Todo

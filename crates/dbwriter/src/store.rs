@@ -4,7 +4,7 @@
 
 use crate::conn::{Conn, Stmt};
 use crate::simstore;
-use crate::val::{opt, sha256, text, u64v, Val};
+use crate::val::{json_text, opt, sha256, text, u64v, Val};
 use crate::{DbError, SqlKind};
 use std::fmt::Write as _;
 use trackmill_types::{
@@ -379,7 +379,7 @@ fn track_columns(r: &Record, now: i64) -> Vec<(&'static str, Val)> {
 }
 
 fn feature_row(track_id: i64, f: &trackmill_types::Features) -> Result<Vec<Val>, DbError> {
-    let data = serde_json::to_value(f).map_err(|e| DbError::sql(e.to_string(), SqlKind::Record))?;
+    let data = json_text(f).map_err(|e| DbError::sql(e.to_string(), SqlKind::Record))?;
     let r = |v: f32| Val::F64(f64::from(v));
     Ok(vec![
         Val::I64(track_id),
@@ -394,7 +394,7 @@ fn feature_row(track_id: i64, f: &trackmill_types::Features) -> Result<Vec<Val>,
         r(f.replaygain_track_peak),
         r(f.onset_rate),
         r(f.silence_ratio),
-        Val::Json(data),
+        data,
     ])
 }
 

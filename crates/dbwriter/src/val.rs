@@ -13,6 +13,9 @@ pub(crate) enum Val {
     Text(String),
     Bytes(Vec<u8>),
     Json(serde_json::Value),
+    /// JSON already written as text ([`json_text`]): SQLite text, PostgreSQL `json`/`jsonb`
+    /// sent as it is, without building a `serde_json::Value` first.
+    JsonText(String),
     /// A float vector: PostgreSQL `real[]`, SQLite BLOB of little-endian f32.
     F32s(Vec<f32>),
 }
@@ -35,6 +38,30 @@ pub(crate) fn text(s: &str) -> Val {
 pub(crate) fn sha256(b: &[u8]) -> Val {
     use sha2::Digest;
     Val::Bytes(sha2::Sha256::digest(b).to_vec())
+}
+
+/// `v` as compact JSON text, every `f32` written as the `f64` it converts to: the text that
+/// `serde_json::Value` gives (which holds numbers as `f64`), without building one. Keys come in
+/// field order rather than sorted; JSON readers do not see the difference.
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> Result<Val, serde_json::Error> {
+    struct F32AsF64;
+    impl serde_json::ser::Formatter for F32AsF64 {
+        fn write_f32<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            v: f32,
+        ) -> std::io::Result<()> {
+            self.write_f64(w, f64::from(v))
+        }
+    }
+    let mut out = Vec::with_capacity(512);
+    v.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out, F32AsF64,
+    ))?;
+    // serde_json writes UTF-8 only.
+    Ok(Val::JsonText(
+        String::from_utf8(out).map_err(serde::ser::Error::custom)?,
+    ))
 }
 
 pub(crate) fn f32_le(values: &[f32]) -> Vec<u8> {
@@ -90,7 +117,9 @@ impl Val {
     pub fn json(&self) -> serde_json::Value {
         match self {
             Val::Json(v) => v.clone(),
-            Val::Text(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
+            Val::Text(s) | Val::JsonText(s) => {
+                serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+            }
             _ => serde_json::Value::Null,
         }
     }
@@ -106,6 +135,7 @@ impl Val {
             Val::Text(s) => J::String(s.clone()),
             Val::Bytes(b) => J::String(String::from_utf8_lossy(b).into_owned()),
             Val::Json(v) => v.clone(),
+            Val::JsonText(s) => serde_json::from_str(s).unwrap_or(J::Null),
             Val::F32s(v) => J::from(v.clone()),
         }
     }
@@ -122,6 +152,7 @@ impl rusqlite::ToSql for Val {
             Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Val::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
             Val::Json(v) => ToSqlOutput::Owned(Value::Text(v.to_string())),
+            Val::JsonText(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Val::F32s(v) => ToSqlOutput::Owned(Value::Blob(f32_le(v))),
         })
     }
@@ -148,6 +179,15 @@ impl ToSql for Val {
             Val::Text(s) => s.to_sql(ty, out),
             Val::Bytes(b) => b.to_sql(ty, out),
             Val::Json(v) => Json(v).to_sql(ty, out),
+            // jsonb's binary form is a version byte (1) and the text; json's is the text.
+            Val::JsonText(s) if *ty == Type::JSONB || *ty == Type::JSON => {
+                if *ty == Type::JSONB {
+                    out.extend_from_slice(&[1]);
+                }
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            Val::JsonText(s) => s.to_sql(ty, out),
             Val::F32s(v) => v.to_sql(ty, out),
         }
     }
@@ -157,4 +197,42 @@ impl ToSql for Val {
     }
 
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trackmill_types::{Features, Stat};
+
+    #[test]
+    fn json_text_is_the_text_of_a_value() {
+        let f = Features {
+            integrated_lufs: -14.1,
+            bpm: 0.1,
+            spectral_flux: Stat {
+                mean: f32::NAN,
+                std: 1e-7,
+            },
+            chroma: [1.0 / 3.0; 12],
+            ..Default::default()
+        };
+        let Val::JsonText(text) = json_text(&f).unwrap() else {
+            panic!("json_text gave another variant");
+        };
+        let value = serde_json::to_value(&f).unwrap().to_string();
+        // The same document (both texts read by the same parser), and every number written as
+        // the Value writes it (an f32 as the f64 it converts to; NaN as null).
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+        assert_eq!(parse(&text), parse(&value));
+        assert!(text.contains("\"bpm\":0.10000000149011612"), "{text}");
+        assert!(text.contains("\"mean\":null"), "{text}");
+        let mut sorted: Vec<char> = text.chars().collect();
+        let mut expected: Vec<char> = value.chars().collect();
+        sorted.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(
+            sorted, expected,
+            "the same characters, keys in another order"
+        );
+    }
 }
