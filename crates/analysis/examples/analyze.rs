@@ -9,14 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use trackmill_analysis::model::{ModelConfig, ModelSet};
 use trackmill_analysis::{analyze_file, analyze_file_with, Options};
-
-fn status_kb(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
+use trackmill_types::procmem::{self, PeakMeter};
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,10 +38,11 @@ fn main() -> std::process::ExitCode {
         None
     };
     let mut code = 0u8;
+    // The worker's per-file meter: VmHWM reset before each analysis covers that analysis only.
+    let mut peak = PeakMeter::open();
     for path in &paths {
-        let idle = status_kb("VmRSS:").unwrap_or(0);
-        // Reset the peak-RSS mark so VmHWM covers this analysis only.
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let idle = procmem::rss_bytes(std::process::id()) / 1024;
+        peak.reset();
         let t = Instant::now();
         let (result, embeddings) = match models.as_mut() {
             None => (analyze_file(path, &opts), None),
@@ -60,7 +54,7 @@ fn main() -> std::process::ExitCode {
             }
         };
         let wall_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let hwm = status_kb("VmHWM:").unwrap_or(0);
+        let hwm = peak.peak_bytes() / 1024;
         let mut out = serde_json::json!({
             "path": path.to_string_lossy(),
             "wall_ms": wall_ms,
