@@ -11,9 +11,9 @@ pub(crate) struct SqliteConn {
     path: PathBuf,
     conn: rusqlite::Connection,
     read_only: bool,
-    /// Statement texts already given SQLite's placeholders, by their shared text: the same
-    /// statements run for every batch, and rewriting a many-row insert each time cost more than
-    /// SQLite's own work for it.
+    /// Statement texts already given SQLite's placeholders, keyed by the `$N` text both sinks
+    /// share: the same statements run for every batch, and rewriting a many-row insert each
+    /// time cost more than SQLite's own work for it.
     rewritten: HashMap<String, String>,
 }
 
@@ -78,6 +78,18 @@ impl SqliteConn {
             rewritten: HashMap::new(),
         })
     }
+
+    /// A prepared statement for `sql` (written with `$N` placeholders).
+    fn prepare(&mut self, sql: &str) -> Result<rusqlite::CachedStatement<'_>, DbError> {
+        if !self.rewritten.contains_key(sql) {
+            let held: usize = self.rewritten.keys().map(|k| 2 * k.len()).sum();
+            if held + 2 * sql.len() > REWRITTEN_MAX_BYTES {
+                self.rewritten.clear();
+            }
+            self.rewritten.insert(sql.to_owned(), placeholders(sql));
+        }
+        Ok(self.conn.prepare_cached(&self.rewritten[sql])?)
+    }
 }
 
 fn read(v: ValueRef<'_>) -> Val {
@@ -92,20 +104,6 @@ fn read(v: ValueRef<'_>) -> Val {
             Err(_) => String::from_utf8_lossy(t).into_owned(),
         }),
         ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
-    }
-}
-
-impl SqliteConn {
-    /// A prepared statement for `sql` (written with `$N` placeholders).
-    fn prepare(&mut self, sql: &str) -> Result<rusqlite::CachedStatement<'_>, DbError> {
-        if !self.rewritten.contains_key(sql) {
-            let held: usize = self.rewritten.keys().map(|k| 2 * k.len()).sum();
-            if held + 2 * sql.len() > REWRITTEN_MAX_BYTES {
-                self.rewritten.clear();
-            }
-            self.rewritten.insert(sql.to_owned(), placeholders(sql));
-        }
-        Ok(self.conn.prepare_cached(&self.rewritten[sql])?)
     }
 }
 
