@@ -75,6 +75,21 @@ impl HalfBand {
 
     /// Feeds input samples; `emit` receives the decimated output as it becomes available.
     pub fn push(&mut self, input: &[f32], emit: &mut dyn FnMut(&[f32])) {
+        self.split_wide(input);
+        self.run(emit);
+    }
+
+    crate::simd::wide_method! {
+        fn split_wide(&mut self, input: &[f32]) => split / split_avx2
+    }
+
+    crate::simd::wide_method! {
+        fn filter_wide(&mut self) => filter / filter_avx2
+    }
+
+    /// Appends the input's even- and odd-indexed samples to `even` and `odd`.
+    #[inline(always)] // Compiled into `split_avx2` too.
+    fn split(&mut self, input: &[f32]) {
         let mut rest = input;
         if self.odd_next {
             if let Some((&first, tail)) = rest.split_first() {
@@ -83,13 +98,22 @@ impl HalfBand {
                 self.odd_next = false;
             }
         }
-        // Even- and odd-indexed samples each in one pass (the remainder, if any, is even).
-        self.even.extend(rest.iter().step_by(2));
-        self.odd.extend(rest.iter().skip(1).step_by(2));
+        // Even- and odd-indexed samples in one pass over the pairs, written in place (an
+        // `extend` over `step_by` is a call the compiler does not inline); a last unpaired
+        // sample is even.
+        let pairs = rest.chunks_exact(2);
+        let (e0, o0) = (self.even.len(), self.odd.len());
+        self.even.resize(e0 + pairs.len(), 0.0);
+        self.odd.resize(o0 + pairs.len(), 0.0);
+        let dst = self.even[e0..].iter_mut().zip(&mut self.odd[o0..]);
+        for ((e, o), pair) in dst.zip(pairs.clone()) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        self.even.extend_from_slice(pairs.remainder());
         if !rest.is_empty() {
             self.odd_next = rest.len() % 2 == 1;
         }
-        self.run(emit);
     }
 
     /// Flushes the end: the output holds one sample per even-indexed input sample.
@@ -105,18 +129,31 @@ impl HalfBand {
     /// Computes every output sample the buffered input allows, and drops what no later output
     /// needs.
     fn run(&mut self, emit: &mut dyn FnMut(&[f32])) {
+        self.filter_wide();
+        let ready = self.out.len();
+        if ready == 0 {
+            return;
+        }
+        emit(&self.out);
+        self.even.drain(..ready);
+        self.odd.drain(..ready);
+    }
+
+    /// Fills `out` with every output sample the buffered input allows.
+    #[inline(always)] // Compiled into `filter_avx2` too.
+    fn filter(&mut self) {
         // Output m (relative to `next`) uses even[m] and odd[m .. m + 2·HALF_TAPS].
         let ready = self
             .even
             .len()
             .min((self.odd.len() + 1).saturating_sub(2 * HALF_TAPS));
+        self.out.clear();
         if ready == 0 {
             return;
         }
         // Eight outputs at a time, their sums in an array the compiler keeps in vector
         // registers: per tap pair, two contiguous loads of odd samples and a multiply-add per
         // output, in the same order (centre, then tap pairs outwards) for every output.
-        self.out.clear();
         self.out.resize(ready, 0.0);
         const LANES: usize = 8;
         let blocks = ready / LANES * LANES;
@@ -145,9 +182,6 @@ impl HalfBand {
             }
             *o = a;
         }
-        emit(&self.out);
-        self.even.drain(..ready);
-        self.odd.drain(..ready);
     }
 }
 

@@ -46,6 +46,15 @@ impl LoudnessMeter {
         if planes.len() != self.channels {
             return;
         }
+        self.measure_wide(planes);
+    }
+
+    crate::simd::wide_method! {
+        fn measure_wide(&mut self, planes: &[&[f32]]) => measure / measure_avx2
+    }
+
+    #[inline(always)] // Compiled into `measure_avx2` too, with the meters' loops.
+    fn measure(&mut self, planes: &[&[f32]]) {
         self.true_peak.add(planes);
         self.meter.add(planes);
     }

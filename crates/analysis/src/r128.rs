@@ -127,6 +127,7 @@ impl R128 {
     }
 
     /// Adds planar frames (one slice per channel, equal lengths).
+    #[inline(always)] // Compiled into `LoudnessMeter::measure_avx2` too, with the filter loops below.
     pub fn add(&mut self, planes: &[&[f32]]) {
         let frames = planes.first().map_or(0, |p| p.len());
         let mut at = 0;
@@ -229,6 +230,7 @@ impl R128 {
 
 /// K-weights `x` through the 4th-order filter (`state` carries over between calls) and returns
 /// the sum of squares of the output.
+#[inline(always)]
 fn filter_energy(b: &[f64; 5], a: &[f64; 5], state: &mut [f64; 5], x: &[f32]) -> f64 {
     let [_, mut s1, mut s2, mut s3, mut s4] = *state;
     let mut energy = 0.0;
@@ -260,6 +262,7 @@ fn filter_energy(b: &[f64; 5], a: &[f64; 5], state: &mut [f64; 5], x: &[f32]) ->
 #[cfg(target_arch = "x86_64")]
 // The intrinsics are safe to call from Rust 1.87 on; the block keeps older compilers happy.
 #[allow(unused_unsafe)]
+#[inline(always)]
 fn filter_energy_pair(
     b: &[f64; 5],
     a: &[f64; 5],

@@ -72,6 +72,7 @@ impl TruePeakMeter {
     }
 
     /// Adds planar frames (one slice per channel).
+    #[inline(always)] // Compiled into `LoudnessMeter::measure_avx2` too, with the block loops below.
     pub fn add(&mut self, planes: &[&[f32]]) {
         for (c, plane) in planes.iter().enumerate().take(self.work.len()) {
             for block in plane.chunks(BLOCK) {
@@ -80,6 +81,7 @@ impl TruePeakMeter {
         }
     }
 
+    #[inline(always)]
     fn add_block(&mut self, c: usize, block: &[f32]) {
         let hist = self.active - 1;
         let work = &mut self.work[c];
@@ -121,6 +123,7 @@ impl TruePeakMeter {
 
 /// Largest |x| (NaN ignored, as `f32::max` does), eight lanes at a time: a comparison the
 /// compiler turns into vector max instructions, where a fold over `f32::max` stays scalar.
+#[inline(always)]
 fn abs_max(xs: &[f32]) -> f32 {
     const LANES: usize = 8;
     let bigger = |m: f32, x: f32| {
@@ -145,6 +148,7 @@ fn abs_max(xs: &[f32]) -> f32 {
 /// Largest |value| of the interpolated phases for the samples `work[from..]` (the `from`
 /// samples before them are history, `from` = taps − 1). Eight output positions at a time, so
 /// the inner loop vectorises.
+#[inline(always)]
 fn upsampled_peak(work: &[f32], from: usize, phases: &[Vec<f32>]) -> f32 {
     const LANES: usize = 8;
     let n_out = work.len() - from;

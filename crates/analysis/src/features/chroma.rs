@@ -51,7 +51,7 @@ const SEMITONES_PER_LN: f32 = 12.0 / std::f32::consts::LN_2;
 
 /// ln(1 + x) for small |x| by its series to the fifth power. At 22.05 kHz the lowest bin looked
 /// at is 5, so |x| = |delta| / k ≤ 0.1: error below 2e-7, 3e-6 semitones.
-#[inline]
+#[inline(always)]
 fn ln_1p_small(x: f32) -> f32 {
     x * (1.0 + x * (-0.5 + x * (1.0 / 3.0 + x * (-0.25 + x * 0.2))))
 }
@@ -76,6 +76,7 @@ pub struct ChromaScratch {
 /// compiler vectorises; a bin that is not a peak then adds a power of 0 (which leaves a sum
 /// unchanged). Testing each bin and refining only the peaks took three times as long: whether
 /// a bin of a real spectrum is a peak is a coin toss for the branch predictor.
+#[inline(always)]
 pub fn peak_chroma(
     mag: &[f32],
     power: &[f32],

@@ -259,9 +259,14 @@ impl FrameAnalyzer {
         }
     }
 
-    /// One hop: time-domain measures on the new block, then the spectrum of the last
-    /// `FFT_SIZE` samples.
-    fn frame(&mut self) {
+    crate::simd::wide_method! {
+        /// One hop: time-domain measures on the new block, then the spectrum of the last
+        /// `FFT_SIZE` samples.
+        fn frame(&mut self) => frame_body / frame_avx2
+    }
+
+    #[inline(always)] // Compiled into `frame_avx2` too, with the spectral helpers it calls.
+    fn frame_body(&mut self) {
         let n = self.hop_buf.len();
         let hop = &self.hop_buf[..];
         let energy = spectral::lane_sum_f64(hop, hop, |s, _| f64::from(s) * f64::from(s));

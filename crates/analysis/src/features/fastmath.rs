@@ -3,7 +3,7 @@
 
 /// ln(x) for normal positive `x`; inputs at or below the smallest normal float give
 /// ln(f32::MIN_POSITIVE).
-#[inline]
+#[inline(always)]
 pub fn fast_ln(x: f32) -> f32 {
     let (exponent, m) = split(x.max(f32::MIN_POSITIVE));
     // ln(m) = 2 atanh(t), t = (m - 1) / (m + 1) in [0, 1/3).
@@ -14,7 +14,7 @@ pub fn fast_ln(x: f32) -> f32 {
 }
 
 /// A normal positive `x` as (binary exponent e, mantissa m in [1, 2)), x = m · 2^e.
-#[inline]
+#[inline(always)]
 pub fn split(x: f32) -> (i32, f32) {
     let bits = x.to_bits();
     let exponent = ((bits >> 23) & 0xFF) as i32 - 127;

@@ -9,7 +9,7 @@ pub const ROLLOFF_SHARE: f64 = 0.85;
 const FLATNESS_EPS: f32 = 1e-12;
 
 /// Sum of `a`, in eight interleaved lanes (a fixed order, so deterministic, and vectorisable).
-#[inline]
+#[inline(always)]
 pub fn lane_sum(a: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = a.chunks_exact(8);
@@ -23,7 +23,7 @@ pub fn lane_sum(a: &[f32]) -> f32 {
 }
 
 /// Σ k · a[k], in eight interleaved lanes.
-#[inline]
+#[inline(always)]
 fn lane_weighted_sum(a: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = a.chunks_exact(8);
@@ -44,6 +44,7 @@ fn lane_weighted_sum(a: &[f32]) -> f32 {
 
 /// Magnitude-weighted mean frequency, Hz, of the magnitude spectrum `mag` (bin `k` at
 /// `k · bin_hz`).
+#[inline(always)]
 pub fn centroid(mag: &[f32], bin_hz: f64) -> f64 {
     let den = lane_sum(mag);
     if den > 0.0 {
@@ -55,6 +56,7 @@ pub fn centroid(mag: &[f32], bin_hz: f64) -> f64 {
 
 /// Wiener entropy: geometric over arithmetic mean of the power spectrum (DC excluded), 0 for a
 /// pure tone, 1 for white noise.
+#[inline(always)]
 pub fn flatness(power: &[f32]) -> f64 {
     let bins = power.get(1..).unwrap_or(&[]);
     if bins.is_empty() {
@@ -72,6 +74,7 @@ pub fn flatness(power: &[f32]) -> f64 {
 /// multiplication per value instead of a logarithm (a division and a polynomial); a product of
 /// 32 mantissas stays below 2^39, and its rounding (under 3e-6 relative) moves the sum by about
 /// as much as the per-value error of [`fast_ln`] did.
+#[inline(always)]
 pub fn ln_sum(x: &[f32], eps: f32) -> f64 {
     const LANES: usize = 8;
     const GROUP: usize = LANES * 32;
@@ -103,6 +106,7 @@ pub fn ln_sum(x: &[f32], eps: f32) -> f64 {
 
 /// Frequency (Hz) below which [`ROLLOFF_SHARE`] of the power lies; `power_total` is the sum of
 /// `power`.
+#[inline(always)]
 pub fn rolloff(power: &[f32], power_total: f64, bin_hz: f64) -> f64 {
     if power_total <= 0.0 {
         return 0.0;
@@ -120,6 +124,7 @@ pub fn rolloff(power: &[f32], power_total: f64, bin_hz: f64) -> f64 {
 
 /// Euclidean norm of the positive part of the change between two unit-norm magnitude spectra
 /// (0 … √2).
+#[inline(always)]
 pub fn flux(norm_now: &[f32], norm_prev: &[f32]) -> f64 {
     lane_sum_f64(norm_now, norm_prev, |a, b| {
         let d = f64::from(a - b).max(0.0);
@@ -131,7 +136,7 @@ pub fn flux(norm_now: &[f32], norm_prev: &[f32]) -> f64 {
 /// Σ f(a[i], b[i]) over the common length, in f64 and four interleaved lanes: a fixed order, so
 /// deterministic, and four independent additions at a time where one chain of dependent f64
 /// additions would wait on each one's latency.
-#[inline]
+#[inline(always)]
 pub fn lane_sum_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
