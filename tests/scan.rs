@@ -260,3 +260,38 @@ fn a_worker_that_never_says_hello_is_stopped_and_the_scan_completes() {
         );
     }
 }
+
+#[test]
+fn a_batch_of_more_than_a_thousand_files_commits_and_the_scan_ends() {
+    // batch_size goes up to 100,000. With 1,200 results in one batch, no statement may grow past
+    // what SQLite parses (it refused the lease release, a chain of 1,200 ORs, and every restarted
+    // DB writer died on the same batch), and the files' leases go with the commit.
+    const FILES: usize = 1_200;
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    tiny_library(&lib, FILES);
+    let db = tmp.path().join("t.db");
+    let cfg = dsp_config(
+        tmp.path(),
+        "[database]\nbatch_size = 5000\nbatch_interval = \"60s\"\nmax_unacked = 10000\n",
+    );
+    let mut run = spawn_scan(
+        &[&lib],
+        &db,
+        &["--workers", "2", "--config", cfg.to_str().unwrap()],
+    );
+    let s = run.finish(Duration::from_secs(300));
+    assert_accounted(&s);
+    assert_eq!(n(&s, "analyzed"), FILES as u64, "{s:#}");
+    let err = run.stderr();
+    assert!(
+        !err.contains("Expression tree") && !err.contains("DB writer did not finish"),
+        "no DB writer died:\n{err}"
+    );
+    let conn = open_db(&db);
+    assert_eq!(
+        query_i64(&conn, "SELECT COUNT(*) FROM tracks"),
+        FILES as i64
+    );
+    assert_eq!(query_i64(&conn, "SELECT COUNT(*) FROM leases"), 0);
+}

@@ -265,7 +265,20 @@ fn under_roots(ranges: Option<&[Val]>, first: usize) -> String {
             format!("(l.path >= ${n} AND l.path < ${})", n + 1)
         })
         .collect();
-    format!(" AND ({})", conds.join(" OR "))
+    format!(" AND {}", any_of(&conds))
+}
+
+/// `conds` joined by OR as a balanced tree of parentheses: a flat chain is an expression as deep
+/// as it is long, and SQLite refuses one over 1,000 deep (a scan may have that many roots).
+fn any_of(conds: &[String]) -> String {
+    match conds {
+        [] => "FALSE".into(),
+        [one] => format!("({one})"),
+        _ => {
+            let (a, b) = conds.split_at(conds.len() / 2);
+            format!("({} OR {})", any_of(a), any_of(b))
+        }
+    }
 }
 
 /// Files under this run's roots whose lease expired (or whose run ended) and that are not done,

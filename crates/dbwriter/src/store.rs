@@ -237,22 +237,24 @@ pub(crate) fn write_batch(
         "ON CONFLICT (path_sha, run_id, attempt, at) DO NOTHING",
         attempts,
     );
-    for chunk in leases.chunks(MAX_PARAMS / 2) {
-        let mut conds = Vec::with_capacity(chunk.len());
-        let mut params = Vec::with_capacity(chunk.len() * 2);
-        for (i, (sha, run)) in chunk.iter().enumerate() {
-            conds.push(format!(
-                "(path_sha = ${} AND run_id = ${})",
-                2 * i + 1,
-                2 * i + 2
-            ));
-            params.push(sha.clone());
-            params.push(Val::I64(*run));
+    // Per run, one `IN` list: a chain of `(path_sha = … AND run_id = …) OR …` would be an
+    // expression as deep as the batch is long, and SQLite refuses one over 1,000 deep.
+    let mut by_run: std::collections::BTreeMap<i64, Vec<Val>> = std::collections::BTreeMap::new();
+    for (sha, run) in leases {
+        by_run.entry(run).or_default().push(sha);
+    }
+    for (run, shas) in by_run {
+        for chunk in shas.chunks(MAX_PARAMS - 1) {
+            let mut sql = String::from("DELETE FROM leases WHERE run_id = $1 AND path_sha IN (");
+            for i in 0..chunk.len() {
+                let _ = write!(sql, "{}${}", if i == 0 { "" } else { ", " }, i + 2);
+            }
+            sql.push(')');
+            let mut params = Vec::with_capacity(chunk.len() + 1);
+            params.push(Val::I64(run));
+            params.extend_from_slice(chunk);
+            second.push((sql, params));
         }
-        second.push((
-            format!("DELETE FROM leases WHERE {}", conds.join(" OR ")),
-            params,
-        ));
     }
     let events = items
         .iter()

@@ -208,6 +208,15 @@ both!(claims_stay_under_the_runs_roots, |b: Backend| {
     let (got, still) = claim(&mut d, 1, 100);
     assert_eq!(got, [b"/music2/c.flac".to_vec()]);
     assert_eq!(still, 1);
+    // A run over 1,500 roots (a shell glob's worth; SQLite refuses an OR chain 1,000 deep)
+    // sees the live run's lease under one of them.
+    let mut many: Vec<String> = (0..1_499).map(|i| format!("/library/{i:04}")).collect();
+    many.push("/podcasts".into());
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let mut e = Client::start(&b, WriterOptions::default());
+    e.start_run_in(&many);
+    assert_eq!(claim(&mut e, 1, 100), (Vec::new(), 1));
+    e.close().unwrap();
     for x in [c, d, other] {
         x.close().unwrap();
     }

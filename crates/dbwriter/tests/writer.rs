@@ -125,6 +125,42 @@ both!(timer_commits_a_partial_batch, |b: Backend| {
     c.close().unwrap();
 });
 
+both!(a_batch_of_thousands_commits_as_one, |b: Backend| {
+    // batch_size goes up to 100,000: no statement of a batch may grow with it past what the
+    // database parses (SQLite refuses an expression more than 1,000 deep, such as a chain of
+    // 1,000 ORs), and the leases its files hold all go with the commit.
+    const N: u64 = 2_500;
+    let mut c = Client::start(&b, opts(N as usize, 600_000));
+    let run = c.start_run();
+    let keys: Vec<FileKey> = (0..N)
+        .map(|i| key(format!("/music/{i:05}.flac").as_bytes(), 100 + i, 1_000))
+        .collect();
+    assert!(c
+        .check(1, policy(ANALYZER_VERSION, false), keys.clone())
+        .iter()
+        .all(|v| *v == Verdict::Todo));
+    assert_eq!(b.scalar("SELECT COUNT(*) FROM leases"), N as i64);
+    for (i, k) in keys.into_iter().enumerate() {
+        let i = i as u64;
+        let record = if i % 10 == 0 {
+            failed(run, k)
+        } else {
+            analysed(run, k, i)
+        };
+        c.send(&ToDb::Store {
+            seq: i + 1,
+            record: Box::new(record),
+        });
+    }
+    match c.recv() {
+        FromDb::Acked { seqs } => assert_eq!(seqs, (1..=N).collect::<Vec<_>>()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.scalar("SELECT COUNT(*) FROM tracks"), N as i64);
+    assert_eq!(b.scalar("SELECT COUNT(*) FROM leases"), 0);
+    c.close().unwrap();
+});
+
 both!(check_verdicts, |b: Backend| {
     let mut c = Client::start(&b, opts(256, 200));
     let run = c.start_run();

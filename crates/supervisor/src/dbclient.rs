@@ -242,7 +242,9 @@ impl DbClient {
                 DbReply::Up { pid: h.pid, resent }
             }
             FromDb::RunStarted { run_id } => {
-                self.progressed = true;
+                // The run's row committed; a restarted writer's answer to `ResumeRun` commits
+                // nothing new, so a writer that dies on every batch still counts as failed.
+                self.progressed |= self.run_id.is_none();
                 self.answered(|m| matches!(m, ToDb::StartRun { .. }));
                 self.run_id = Some(run_id);
                 DbReply::RunStarted(run_id)
@@ -450,7 +452,7 @@ impl DbClient {
     pub fn on_exit(&mut self, now: Instant) {
         self.alive = false;
         self.tx = None;
-        if self.progressed {
+        if std::mem::take(&mut self.progressed) {
             self.failed_starts = 0;
         } else {
             self.failed_starts += 1;
@@ -568,6 +570,17 @@ mod tests {
         db.on_reply(FromDb::Acked { seqs: vec![7] });
         db.on_exit(t);
         assert_eq!(db.failed_starts(), 0);
+        // Opening the run commits its row; a restarted writer resuming it commits nothing (one
+        // that then dies on every batch must not restart for ever).
+        db.on_reply(FromDb::RunStarted { run_id: 4 });
+        db.on_exit(t);
+        assert_eq!(db.failed_starts(), 0);
+        for n in 1..=2 {
+            db.on_reply(FromDb::Hello(Hello::new(Role::DbWriter)));
+            db.on_reply(FromDb::RunStarted { run_id: 4 });
+            db.on_exit(t);
+            assert_eq!(db.failed_starts(), n, "resuming the run is no progress");
+        }
     }
 
     #[test]
