@@ -142,7 +142,7 @@ both!(a_batch_of_thousands_commits_as_one, |b: Backend| {
     assert_eq!(b.scalar("SELECT COUNT(*) FROM leases"), N as i64);
     for (i, k) in keys.into_iter().enumerate() {
         let i = i as u64;
-        let record = if i % 10 == 0 {
+        let record = if i.is_multiple_of(10) {
             failed(run, k)
         } else {
             analysed(run, k, i)
