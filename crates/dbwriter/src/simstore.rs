@@ -85,13 +85,12 @@ pub(crate) fn row(track_id: i64, a: &TrackAnalysis, delta: &mut Delta) -> Option
 pub(crate) fn select_rows(ids: &[Val]) -> Vec<Stmt> {
     ids.chunks(IDS_PER_STMT)
         .map(|chunk| {
-            let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
             let mut params = vec![Val::I64(VERSION)];
             params.extend_from_slice(chunk);
             (
                 format!(
                     "SELECT data FROM similarity WHERE version = $1 AND track_id IN ({})",
-                    marks.join(", ")
+                    crate::store::marks(2, chunk.len())
                 ),
                 params,
             )

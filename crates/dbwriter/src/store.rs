@@ -59,12 +59,23 @@ pub(crate) fn insert_rows(out: &mut Vec<Stmt>, head: &str, suffix: &str, rows: V
     }
 }
 
+/// `n` placeholders from `$first` on, for an `IN (…)` list: `$first, $first+1, …`.
+pub(crate) fn marks(first: usize, n: usize) -> String {
+    let mut out = String::with_capacity(n * 7);
+    for i in first..first + n {
+        let _ = write!(out, "{}${i}", if i == first { "" } else { ", " });
+    }
+    out
+}
+
 /// `DELETE FROM {table} WHERE {col} IN (…)`, cut like [`insert_rows`].
 fn delete_in(out: &mut Vec<Stmt>, table: &str, col: &str, keys: &[Val]) {
     for chunk in keys.chunks(MAX_PARAMS) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         out.push((
-            format!("DELETE FROM {table} WHERE {col} IN ({})", marks.join(", ")),
+            format!(
+                "DELETE FROM {table} WHERE {col} IN ({})",
+                marks(1, chunk.len())
+            ),
             chunk.to_vec(),
         ));
     }
@@ -245,11 +256,10 @@ pub(crate) fn write_batch(
     }
     for (run, shas) in by_run {
         for chunk in shas.chunks(MAX_PARAMS - 1) {
-            let mut sql = String::from("DELETE FROM leases WHERE run_id = $1 AND path_sha IN (");
-            for i in 0..chunk.len() {
-                let _ = write!(sql, "{}${}", if i == 0 { "" } else { ", " }, i + 2);
-            }
-            sql.push(')');
+            let sql = format!(
+                "DELETE FROM leases WHERE run_id = $1 AND path_sha IN ({})",
+                marks(2, chunk.len())
+            );
             let mut params = Vec::with_capacity(chunk.len() + 1);
             params.push(Val::I64(run));
             params.extend_from_slice(chunk);

@@ -41,15 +41,12 @@ impl PeakMeter {
     /// readings are the peak since the process started.
     pub fn reset(&mut self) {
         self.at_reset = None;
-        if self.clear_refs.is_none() {
-            return;
-        }
+        let Some(f) = &self.clear_refs else { return };
         // Faults first, then the RSS, then the reset: with no fault from the first step to the
         // reading, no moment after the RSS was read had more resident (never an under-count).
         let faults = faults();
-        let rss = self.statm_rss();
-        let reset = self.clear_refs.as_ref().map(|f| f.write_at(b"5", 0));
-        if !matches!(reset, Some(Ok(_))) {
+        let rss = statm_rss(self.statm.as_ref(), &mut self.buf);
+        if f.write_at(b"5", 0).is_err() {
             self.clear_refs = None;
             return;
         }
@@ -71,20 +68,20 @@ impl PeakMeter {
             .and_then(|text| field_kib(text, "VmHWM:"))
             .map_or(0, |k| k * 1024)
     }
+}
 
-    /// Resident bytes now, from `statm` (its second field, in pages).
-    fn statm_rss(&mut self) -> Option<u64> {
-        let n = read_whole(self.statm.as_ref(), &mut self.buf)?;
-        let pages: u64 = std::str::from_utf8(&self.buf[..n])
-            .ok()?
-            .split_ascii_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Some(pages * u64::try_from(page).ok()?)
-    }
+/// Resident bytes now, from an open `statm` (its second field, in pages); `buf` is scratch.
+fn statm_rss(statm: Option<&File>, buf: &mut Vec<u8>) -> Option<u64> {
+    let n = read_whole(statm, buf)?;
+    let pages: u64 = std::str::from_utf8(&buf[..n])
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 /// The whole of an open /proc file in `buf` (grown once if it ever fills it): its length.
