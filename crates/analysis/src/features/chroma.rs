@@ -64,6 +64,8 @@ pub struct ChromaScratch {
     /// Per bin of `lo ..= hi`: its peak's pitch (MIDI), and its power if it is a peak (else 0).
     pitch: Vec<f32>,
     weight: Vec<f32>,
+    /// Indices (into `pitch` and `weight`) of the bins that are peaks, in bin order.
+    peaks: Vec<u32>,
 }
 
 /// Pitch-class power of one frame from the spectral peaks of `mag` between [`CHROMA_MIN_HZ`]
@@ -120,11 +122,23 @@ pub fn peak_chroma(
         let peak = (b > floor) & (b > a) & (b >= c);
         *w = if peak { p } else { 0.0 };
     }
+    // The peaks' indices, in order, without a branch: each index is written, and the count
+    // moves on only for a peak. Adding a non-peak's 0 changes no class's sum (the sums are of
+    // powers, never -0), so skipping them gives the same sums bit for bit, and the additions
+    // into one class, a chain through memory, are about a third as many on a noisy spectrum.
+    let peaks = &mut scratch.peaks;
+    peaks.resize(n, 0);
+    let mut count = 0;
+    for (j, &w) in weight.iter().enumerate() {
+        peaks[count] = j as u32;
+        count += usize::from(w != 0.0);
+    }
     // pitch > 0 (f ≥ CHROMA_MIN_HZ): adding one half and truncating rounds to nearest, without
     // the libm call `round` costs on the baseline x86-64 target. (A float-to-integer conversion
     // keeps the loop above from vectorising, so it has this loop of its own.)
-    for (&m, &w) in pitch.iter().zip(weight.iter()) {
-        out[((m + 0.5) as usize) % 12] += w;
+    for &j in &peaks[..count] {
+        let j = j as usize;
+        out[((pitch[j] + 0.5) as usize) % 12] += weight[j];
     }
     out
 }
@@ -201,6 +215,46 @@ mod tests {
         assert_eq!((k, major), (9, false));
         assert!(s > 0.5);
         assert_eq!(estimate_key(&[0.0; 12]), (0, true, 0.0));
+    }
+
+    /// Only the peaks are added into their classes; the sums must be those of adding every bin
+    /// of the range (a non-peak adding 0) in bin order, bit for bit, whatever share of the bins
+    /// are peaks: noise, a sparse spectrum with long runs of zeros, and silence, through one
+    /// scratch reused across frames.
+    #[test]
+    fn adding_only_the_peaks_gives_the_sums_of_all_bins() {
+        let bin_hz = 22_050.0 / 2048.0;
+        let table = PitchTable::new(bin_hz, 1025);
+        let mut scratch = ChromaScratch::default();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for frame in 0..60 {
+            let mag: Vec<f32> = (0..1025)
+                .map(|k| match frame % 3 {
+                    // Spread over orders of magnitude, as real spectra are: many small peaks.
+                    0 => noise().powi(6),
+                    1 if k % 37 == 0 => noise() + 0.5,
+                    1 => 0.0,
+                    _ => 0.0,
+                })
+                .collect();
+            let power: Vec<f32> = mag.iter().map(|m| m * m).collect();
+            let got = peak_chroma(&mag, &power, &table, &mut scratch);
+            let mut want = [0.0f32; 12];
+            for (&m, &w) in scratch.pitch.iter().zip(&scratch.weight) {
+                want[((m + 0.5) as usize) % 12] += w;
+            }
+            assert_eq!(
+                got.map(f32::to_bits),
+                want.map(f32::to_bits),
+                "frame {frame}"
+            );
+        }
     }
 
     #[test]
