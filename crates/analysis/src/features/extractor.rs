@@ -3,11 +3,11 @@
 
 use super::chroma;
 use super::fastmath::fast_ln;
+use super::rfft::{RealFft, RealFftScratch};
 use super::spectral;
 use super::stats::RunningStat;
 use super::tempo::TempoTracker;
 use realfft::num_complex::Complex;
-use realfft::{RealFftPlanner, RealToComplex};
 use std::sync::Arc;
 
 /// FFT size and hop, samples at the analysis rate (93 ms and 23 ms at 22,050 Hz).
@@ -56,14 +56,14 @@ fn runs(labels: &[Option<u8>]) -> Vec<(usize, usize, usize)> {
 
 pub struct FrameAnalyzer {
     rate: f64,
-    fft: Arc<dyn RealToComplex<f32>>,
+    fft: Arc<RealFft>,
     window: Vec<f32>,
     /// The last `FFT_SIZE` samples.
     ring: Vec<f32>,
     hop_buf: Vec<f32>,
     fft_in: Vec<f32>,
     spectrum: Vec<Complex<f32>>,
-    scratch: Vec<Complex<f32>>,
+    scratch: RealFftScratch,
     mag: Vec<f32>,
     power: Vec<f32>,
     norm: Vec<f32>,
@@ -98,7 +98,7 @@ pub struct FrameAnalyzer {
 #[derive(Clone)]
 struct Tables {
     rate: u32,
-    fft: Arc<dyn RealToComplex<f32>>,
+    fft: Arc<RealFft>,
     window: Vec<f32>,
     mag_scale: f32,
     band_runs: Vec<(usize, usize, usize)>,
@@ -123,7 +123,7 @@ impl Tables {
 
     fn build(rate: u32) -> Tables {
         let hz = f64::from(rate);
-        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(FFT_SIZE);
+        let fft = Arc::new(RealFft::new(FFT_SIZE));
         let window: Vec<f32> = (0..FFT_SIZE)
             .map(|i| {
                 let x = std::f64::consts::TAU * i as f64 / FFT_SIZE as f64;
@@ -170,9 +170,9 @@ impl FrameAnalyzer {
         let bins = FFT_SIZE / 2 + 1;
         FrameAnalyzer {
             rate,
-            spectrum: fft.make_output_vec(),
-            scratch: fft.make_scratch_vec(),
-            fft_in: fft.make_input_vec(),
+            spectrum: vec![Complex::default(); FFT_SIZE / 2 + 1],
+            scratch: fft.scratch(),
+            fft_in: vec![0.0; FFT_SIZE],
             fft,
             window,
             ring: vec![0.0; FFT_SIZE],
@@ -293,13 +293,8 @@ impl FrameAnalyzer {
         for ((o, &s), &w) in self.fft_in.iter_mut().zip(&self.ring).zip(&self.window) {
             *o = s * w;
         }
-        if self
-            .fft
-            .process_with_scratch(&mut self.fft_in, &mut self.spectrum, &mut self.scratch)
-            .is_err()
-        {
-            return;
-        }
+        self.fft
+            .process(&mut self.fft_in, &mut self.spectrum, &mut self.scratch);
         // Simple passes over the bins, each one vectorisable: magnitude and power, log
         // magnitude, onset strength (positive log-magnitude change), then pitch-class and band
         // power.

@@ -4,6 +4,7 @@ mod chroma;
 mod extractor;
 mod fastmath;
 mod fingerprint;
+mod rfft;
 mod spectral;
 mod stats;
 mod tempo;
