@@ -170,7 +170,7 @@ impl FrameAnalyzer {
         let bins = FFT_SIZE / 2 + 1;
         FrameAnalyzer {
             rate,
-            spectrum: vec![Complex::default(); FFT_SIZE / 2 + 1],
+            spectrum: vec![Complex::default(); bins],
             scratch: fft.scratch(),
             fft_in: vec![0.0; FFT_SIZE],
             fft,
