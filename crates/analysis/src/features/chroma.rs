@@ -226,13 +226,7 @@ mod tests {
         let bin_hz = 22_050.0 / 2048.0;
         let table = PitchTable::new(bin_hz, 1025);
         let mut scratch = ChromaScratch::default();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut noise = crate::features::test_noise(0x9e37_79b9_7f4a_7c15);
         for frame in 0..60 {
             let mag: Vec<f32> = (0..1025)
                 .map(|k| match frame % 3 {

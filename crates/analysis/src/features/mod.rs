@@ -14,3 +14,14 @@ pub use extractor::{FrameAnalyzer, FrameSummary, BANDS, FFT_SIZE, HOP, SILENCE_D
 pub use fingerprint::{fingerprint, FINGERPRINT_DIMS, FINGERPRINT_MODEL};
 pub use stats::RunningStat;
 pub use tempo::{MAX_BPM, MIN_BPM};
+
+/// Uniform noise in [0, 1) from a fixed seed (xorshift), for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_noise(mut seed: u64) -> impl FnMut() -> f32 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32
+    }
+}

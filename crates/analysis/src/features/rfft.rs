@@ -143,13 +143,7 @@ mod tests {
     /// lengths, through one plan and scratch reused.
     #[test]
     fn same_bins_as_realfft() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        };
+        let mut noise = crate::features::test_noise(0x2545_f491_4f6c_dd1d);
         for len in [4usize, 8, 64, 1000, 2048] {
             let ours = RealFft::new(len);
             let mut scratch = ours.scratch();
@@ -157,7 +151,7 @@ mod tests {
             for signal in 0..3 {
                 let x: Vec<f32> = (0..len)
                     .map(|i| match signal {
-                        0 => noise(),
+                        0 => 2.0 * noise() - 1.0,
                         1 => (i as f32 * 0.37).sin() * 0.8,
                         _ => f32::from(i == len / 3),
                     })
