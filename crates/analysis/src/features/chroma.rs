@@ -233,7 +233,6 @@ mod tests {
                     // Spread over orders of magnitude, as real spectra are: many small peaks.
                     0 => noise().powi(6),
                     1 if k % 37 == 0 => noise() + 0.5,
-                    1 => 0.0,
                     _ => 0.0,
                 })
                 .collect();
